@@ -1,0 +1,37 @@
+# One-command entry points. `make demo` and `make test` set up .venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test lint docs examples bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	# torch and torchvision first, pinned: they install from this machine's disk.
+	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install --quiet -e ".[dev,docs]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/compose_blocks.py
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+examples: $(STAMP)
+	$(BIN)/python examples/compose_blocks.py --size 32
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_blocks.py
+
+clean:
+	rm -rf $(VENV) site .pytest_cache .ruff_cache

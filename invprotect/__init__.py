@@ -1,0 +1,21 @@
+"""invprotect: reversible protection of image data sets with invertible neural networks."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from invprotect._registry import Registry, UnknownNameError
+from invprotect.blocks import DSACBlock, HaarDownsampling, HaarUpsampling, InvertibleUNet
+
+try:
+    __version__ = version("invprotect")
+except PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "DSACBlock",
+    "HaarDownsampling",
+    "HaarUpsampling",
+    "InvertibleUNet",
+    "Registry",
+    "UnknownNameError",
+    "__version__",
+]

@@ -1,0 +1,146 @@
+"""Orthonormal Haar wavelet down- and upsampling as FrEIA invertible modules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from einops import rearrange
+from FrEIA.modules import InvertibleModule
+from torch import Tensor
+
+from invprotect.blocks._checks import channels_of, check_image_batch, single_input
+
+# Rows: the four sub-bands (A, H, V, D); columns: the 2x2 patch pixels in
+# row-major order (top-left, top-right, bottom-left, bottom-right).
+_HAAR = 0.5 * torch.tensor(
+    [
+        [1.0, 1.0, 1.0, 1.0],  # A: average (low-pass)
+        [1.0, 1.0, -1.0, -1.0],  # H: top minus bottom (horizontal edges)
+        [1.0, -1.0, 1.0, -1.0],  # V: left minus right (vertical edges)
+        [1.0, -1.0, -1.0, 1.0],  # D: diagonal
+    ]
+)
+
+
+def haar_analysis(x: Tensor) -> Tensor:
+    """One level of the orthonormal 2-D Haar transform.
+
+    Args:
+        x: Images of shape ``(B, C, H, W)`` with even ``H`` and ``W``.
+
+    Returns:
+        Sub-bands of shape ``(B, 4C, H/2, W/2)`` in wavelet-major order: channels
+        ``[0, C)`` hold the averages (A), then ``C`` channels each of H, V and D.
+    """
+    patches = rearrange(x, "b c (h p) (w q) -> b (p q) c h w", p=2, q=2)
+    bands = torch.einsum("kj,bjchw->bkchw", _HAAR.to(dtype=x.dtype, device=x.device), patches)
+    return rearrange(bands, "b k c h w -> b (k c) h w")
+
+
+def haar_synthesis(y: Tensor) -> Tensor:
+    """Inverse of :func:`haar_analysis` (the transform is orthonormal and symmetric)."""
+    bands = rearrange(y, "b (k c) h w -> b k c h w", k=4)
+    patches = torch.einsum("kj,bkchw->bjchw", _HAAR.to(dtype=y.dtype, device=y.device), bands)
+    return rearrange(patches, "b (p q) c h w -> b c (h p) (w q)", p=2, q=2)
+
+
+def _zero_log_det(x: Tensor) -> Tensor:
+    return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+
+
+class HaarDownsampling(InvertibleModule):
+    r"""Orthonormal Haar wavelet downsampling, ``(C, H, W) -> (4C, H/2, W/2)``.
+
+    Each 2x2 patch ``[[a, b], [c, d]]`` becomes four coefficients
+
+    .. math::
+        A = \tfrac{1}{2}(a+b+c+d),\ H = \tfrac{1}{2}(a+b-c-d),\
+        V = \tfrac{1}{2}(a-b+c-d),\ D = \tfrac{1}{2}(a-b-c+d).
+
+    The output is wavelet-major: channels ``[0, C)`` are A (a half-resolution copy of
+    the image, scaled by 2), then H, V and D with ``C`` channels each. The transform
+    is orthonormal, so its log-determinant is exactly zero, and it never modifies its
+    input in place.
+
+    Args:
+        dims_in: ``[(C, H, W)]``; ``H`` and ``W`` are nominal (any even size is accepted).
+        dims_c: Unused; no conditioning.
+
+    Shape:
+        - Input: ``[(B, C, H, W)]``
+        - Output: ``((B, 4C, H/2, W/2),)`` and a log-det of shape ``(B,)``
+    """
+
+    def __init__(self, dims_in: Sequence[tuple[int, ...]], dims_c: Sequence | None = None) -> None:
+        super().__init__(dims_in, dims_c)
+        self.channels = channels_of(dims_in, "HaarDownsampling")
+
+    def forward(
+        self,
+        x_or_z: Sequence[Tensor],
+        c: Sequence[Tensor] | None = None,
+        rev: bool = False,
+        jac: bool = True,
+    ) -> tuple[tuple[Tensor], Tensor]:
+        """Downsample (``rev=False``) or upsample back (``rev=True``)."""
+        x = single_input(x_or_z, "HaarDownsampling")
+        if rev:
+            check_image_batch(
+                x, channels=4 * self.channels, side_multiple=1, block="HaarDownsampling"
+            )
+            return (haar_synthesis(x),), _zero_log_det(x)
+        check_image_batch(x, channels=self.channels, side_multiple=2, block="HaarDownsampling")
+        return (haar_analysis(x),), _zero_log_det(x)
+
+    def output_dims(self, input_dims: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """``[(4C, H/2, W/2)]``."""
+        c, h, w = input_dims[0]
+        return [(4 * c, h // 2, w // 2)]
+
+
+class HaarUpsampling(InvertibleModule):
+    """Inverse Haar wavelet transform, ``(4C, H, W) -> (C, 2H, 2W)``.
+
+    The exact inverse of :class:`HaarDownsampling`, expecting the same wavelet-major
+    channel order. Log-determinant zero; never modifies its input in place.
+
+    Args:
+        dims_in: ``[(4C, H, W)]``; the channel count must be divisible by 4.
+        dims_c: Unused; no conditioning.
+
+    Shape:
+        - Input: ``[(B, 4C, H, W)]``
+        - Output: ``((B, C, 2H, 2W),)`` and a log-det of shape ``(B,)``
+    """
+
+    def __init__(self, dims_in: Sequence[tuple[int, ...]], dims_c: Sequence | None = None) -> None:
+        super().__init__(dims_in, dims_c)
+        channels = channels_of(dims_in, "HaarUpsampling")
+        if channels % 4:
+            raise ValueError(
+                f"HaarUpsampling expected a channel count divisible by 4, got {channels}"
+            )
+        self.channels = channels
+
+    def forward(
+        self,
+        x_or_z: Sequence[Tensor],
+        c: Sequence[Tensor] | None = None,
+        rev: bool = False,
+        jac: bool = True,
+    ) -> tuple[tuple[Tensor], Tensor]:
+        """Upsample (``rev=False``) or downsample back (``rev=True``)."""
+        x = single_input(x_or_z, "HaarUpsampling")
+        if rev:
+            check_image_batch(
+                x, channels=self.channels // 4, side_multiple=2, block="HaarUpsampling"
+            )
+            return (haar_analysis(x),), _zero_log_det(x)
+        check_image_batch(x, channels=self.channels, side_multiple=1, block="HaarUpsampling")
+        return (haar_synthesis(x),), _zero_log_det(x)
+
+    def output_dims(self, input_dims: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """``[(C/4, 2H, 2W)]``."""
+        c, h, w = input_dims[0]
+        return [(c // 4, 2 * h, 2 * w)]
