@@ -1,7 +1,7 @@
 """One registry pattern for every kind of component (blocks, subnets, attacks, ...).
 
-A :class:`Registry` maps explicit names to factories. Registration refuses
-duplicates, :meth:`Registry.create` drops keyword arguments that are ``None`` (so
+A `Registry` maps explicit names to factories. Registration refuses
+duplicates, `Registry.create` drops keyword arguments that are ``None`` (so
 a command line's unset options never override an entry's own defaults), and an
 unknown name raises an error that lists the closest registered names.
 """

@@ -17,7 +17,7 @@ def single_input(x_or_z: Sequence[Tensor], block: str) -> Tensor:
     if isinstance(x_or_z, Tensor):
         raise ValueError(
             f"{block} takes a list holding one tensor (FrEIA convention), got a bare tensor; "
-            f"call it as {block.lower()}([x])"
+            "call it as block([x])"
         )
     if len(x_or_z) != 1:
         raise ValueError(f"{block} takes exactly one input tensor, got {len(x_or_z)}")

@@ -13,30 +13,24 @@ from invprotect.blocks.subnets import SubnetConstructor, subnet_constructor
 
 
 class DSACBlock(InvertibleModule):
-    r"""Double-side affine coupling block.
+    """Double-side affine coupling block.
 
     The input is split along channels into ``x1`` (the first ``split_len`` channels)
     and ``x2`` (the rest). Both halves are transformed, the second from the already
-    updated first:
+    updated first (Eq. 1), and the inverse undoes them in the opposite order:
 
-    .. math::
-        y_1 = x_1 \odot \exp(s_1(x_2)) + t_1(x_2), \qquad
-        y_2 = x_2 \odot \exp(s_2(y_1)) + t_2(y_1),
-
-    and the inverse undoes them in the opposite order:
-
-    .. math::
-        x_2 = (y_2 - t_2(y_1)) \odot \exp(-s_2(y_1)), \qquad
-        x_1 = (y_1 - t_1(x_2)) \odot \exp(-s_1(x_2)).
+    ```text
+    forward:  y1 = x1 * exp(s1(x2)) + t1(x2)        inverse:  x2 = (y2 - t2(y1)) * exp(-s2(y1))
+              y2 = x2 * exp(s2(y1)) + t2(y1)                  x1 = (y1 - t1(x2)) * exp(-s1(x2))
+    ```
 
     (The paper's Eq. (2) prints ``exp(+theta)`` in the inverse; dividing by the
     scale, as here, is the actual inverse of Eq. (1).) One subnet per side outputs
     both the log-scale and the shift (``2 * channels`` outputs, split in half). The
-    log-scale is soft-clamped, :math:`s = \text{clamp}\cdot\tanh(\hat s/\text{clamp})`,
-    so every scale lies in :math:`(e^{-\text{clamp}}, e^{\text{clamp}})`. The forward
-    log-determinant is the per-sample sum of :math:`s_1` and :math:`s_2`; the
-    reverse pass returns its negation. With zero-initialised subnets the block
-    starts as the identity.
+    log-scale is soft-clamped, ``s = clamp * tanh(raw / clamp)``, so every scale lies
+    in ``(exp(-clamp), exp(clamp))``. The forward log-determinant is the per-sample
+    sum of ``s1`` and ``s2``; the reverse pass returns its negation. With
+    zero-initialised subnets the block starts as the identity.
 
     Args:
         dims_in: ``[(C, H, W)]`` with ``C >= 2``; ``H`` and ``W`` are nominal.

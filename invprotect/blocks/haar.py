@@ -31,7 +31,7 @@ def haar_analysis(x: Tensor) -> Tensor:
 
     Returns:
         Sub-bands of shape ``(B, 4C, H/2, W/2)`` in wavelet-major order: channels
-        ``[0, C)`` hold the averages (A), then ``C`` channels each of H, V and D.
+            ``[0, C)`` hold the averages (A), then ``C`` channels each of H, V and D.
     """
     patches = rearrange(x, "b c (h p) (w q) -> b (p q) c h w", p=2, q=2)
     bands = torch.einsum("kj,bjchw->bkchw", _HAAR.to(dtype=x.dtype, device=x.device), patches)
@@ -39,7 +39,7 @@ def haar_analysis(x: Tensor) -> Tensor:
 
 
 def haar_synthesis(y: Tensor) -> Tensor:
-    """Inverse of :func:`haar_analysis` (the transform is orthonormal and symmetric)."""
+    """Inverse of `haar_analysis` (the transform is orthonormal and symmetric)."""
     bands = rearrange(y, "b (k c) h w -> b k c h w", k=4)
     patches = torch.einsum("kj,bkchw->bjchw", _HAAR.to(dtype=y.dtype, device=y.device), bands)
     return rearrange(patches, "b (p q) c h w -> b c (h p) (w q)", p=2, q=2)
@@ -50,13 +50,16 @@ def _zero_log_det(x: Tensor) -> Tensor:
 
 
 class HaarDownsampling(InvertibleModule):
-    r"""Orthonormal Haar wavelet downsampling, ``(C, H, W) -> (4C, H/2, W/2)``.
+    """Orthonormal Haar wavelet downsampling, ``(C, H, W) -> (4C, H/2, W/2)``.
 
-    Each 2x2 patch ``[[a, b], [c, d]]`` becomes four coefficients
+    Each 2x2 patch ``[[a, b], [c, d]]`` becomes four coefficients:
 
-    .. math::
-        A = \tfrac{1}{2}(a+b+c+d),\ H = \tfrac{1}{2}(a+b-c-d),\
-        V = \tfrac{1}{2}(a-b+c-d),\ D = \tfrac{1}{2}(a-b-c+d).
+    ```text
+    A = (a + b + c + d) / 2    average (low-pass)
+    H = (a + b - c - d) / 2    top minus bottom (horizontal edges)
+    V = (a - b + c - d) / 2    left minus right (vertical edges)
+    D = (a - b - c + d) / 2    diagonal
+    ```
 
     The output is wavelet-major: channels ``[0, C)`` are A (a half-resolution copy of
     the image, scaled by 2), then H, V and D with ``C`` channels each. The transform
@@ -102,7 +105,7 @@ class HaarDownsampling(InvertibleModule):
 class HaarUpsampling(InvertibleModule):
     """Inverse Haar wavelet transform, ``(4C, H, W) -> (C, 2H, 2W)``.
 
-    The exact inverse of :class:`HaarDownsampling`, expecting the same wavelet-major
+    The exact inverse of `HaarDownsampling`, expecting the same wavelet-major
     channel order. Log-determinant zero; never modifies its input in place.
 
     Args:

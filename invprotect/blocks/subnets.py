@@ -74,7 +74,7 @@ class ConvSubnet(nn.Module):
     """Plain three-layer convolutional subnet without normalisation.
 
     ``conv3x3 -> LeakyReLU -> conv3x3 -> LeakyReLU -> conv3x3``, the last layer
-    zero-initialised. Cheaper than :class:`SpectralResidualSubnet` and unaffected by
+    zero-initialised. Cheaper than `SpectralResidualSubnet` and unaffected by
     ``train()``/``eval()``.
 
     Args:

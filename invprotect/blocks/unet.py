@@ -17,7 +17,7 @@ from invprotect.blocks.haar import HaarDownsampling, HaarUpsampling
 
 @dataclass(frozen=True)
 class UNetConfig:
-    """Hyper-parameters of :class:`InvertibleUNet`.
+    """Hyper-parameters of `InvertibleUNet`.
 
     Attributes:
         levels: Number of downscaling modules (and of upscaling modules).
@@ -70,12 +70,12 @@ class InvertibleUNet(InvertibleModule):
     Args:
         dims_in: ``[(C, H, W)]``; ``C`` is fixed, ``H`` and ``W`` are nominal.
         dims_c: Unused; no conditioning.
-        levels: See :class:`UNetConfig`.
-        blocks_per_level: See :class:`UNetConfig`.
-        subnet: See :class:`UNetConfig`.
-        hidden_channels: See :class:`UNetConfig`.
-        clamp: See :class:`UNetConfig`.
-        split_fraction: See :class:`UNetConfig`.
+        levels: See `UNetConfig`.
+        blocks_per_level: See `UNetConfig`.
+        subnet: See `UNetConfig`.
+        hidden_channels: See `UNetConfig`.
+        clamp: See `UNetConfig`.
+        split_fraction: See `UNetConfig`.
 
     Example:
         >>> net = InvertibleUNet([(3, 32, 32)], levels=2, blocks_per_level=1, hidden_channels=8)
@@ -133,18 +133,22 @@ class InvertibleUNet(InvertibleModule):
     def from_preset(
         cls, preset: str, dims_in: Sequence[tuple[int, ...]] = ((3, 32, 32),), **overrides: Any
     ) -> InvertibleUNet:
-        """Build a network from a named preset in :data:`UNET_PRESETS`.
+        """Build a network from a named preset in `UNET_PRESETS`.
 
         Args:
             preset: ``"paper"`` or ``"cpu"``.
             dims_in: ``[(C, H, W)]`` of the images.
-            **overrides: Fields of :class:`UNetConfig` to change (``None`` values ignored).
+            **overrides: Fields of `UNetConfig` to change (``None`` values ignored).
 
         Raises:
             ValueError: For an unknown preset or an invalid override.
         """
         if preset not in UNET_PRESETS:
             raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(UNET_PRESETS)}")
+        fields = sorted(asdict(UNET_PRESETS[preset]))
+        unknown = sorted(set(overrides) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown UNetConfig fields {unknown}; valid: {fields}")
         config = replace(
             UNET_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}
         )

@@ -46,6 +46,8 @@ def test_from_preset_overrides_and_rejects_unknown_presets() -> None:
     assert net.config == UNetConfig(**{**UNET_PRESETS["cpu"].__dict__, "levels": 2})
     with pytest.raises(ValueError, match=r"unknown preset 'gpu'.*'cpu', 'paper'"):
         InvertibleUNet.from_preset("gpu")
+    with pytest.raises(ValueError, match=r"unknown UNetConfig fields \['depth'\]"):
+        InvertibleUNet.from_preset("cpu", depth=2)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,103 @@
+"""Checkpoints as safetensors weights plus a JSON sidecar; never pickle.
+
+A checkpoint is a directory holding ``weights.safetensors`` (tensors only) and
+``config.json`` (everything else: architecture, classes, metrics, ...). Both are
+written atomically (temporary file, then rename), so an interrupted save never
+leaves a half-written checkpoint behind. Loading only ever parses safetensors and
+JSON: a pickled ``.pt``/``.pth`` file is refused, because unpickling a file runs
+whatever code it contains.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+WEIGHTS_FILE = "weights.safetensors"
+CONFIG_FILE = "config.json"
+_PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, incomplete, or not in the safetensors + JSON format."""
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], config: dict[str, Any]) -> Path:
+    """Save ``tensors`` and a JSON-serialisable ``config`` to the checkpoint directory ``path``.
+
+    Returns:
+        The checkpoint directory.
+    """
+    directory = Path(path)
+    directory.mkdir(parents=True, exist_ok=True)
+    contiguous = {name: t.detach().contiguous().cpu() for name, t in tensors.items()}
+    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".weights.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(contiguous, tmp)
+        os.replace(tmp, directory / WEIGHTS_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(directory / CONFIG_FILE, text.encode())
+    return directory
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Load the tensors and the config of the checkpoint directory ``path`` (on the CPU).
+
+    Raises:
+        CheckpointError: If ``path`` is a pickle file, is not a checkpoint directory, or
+            its files are missing or corrupt.
+    """
+    directory = Path(path)
+    if directory.is_file():
+        if directory.suffix.lower() in _PICKLE_SUFFIXES:
+            raise CheckpointError(
+                f"{directory} looks like a pickled PyTorch file; invprotect never unpickles "
+                "(it can run arbitrary code). Save weights with safetensors instead."
+            )
+        raise CheckpointError(
+            f"{directory} is a file; an invprotect checkpoint is a directory holding "
+            f"{WEIGHTS_FILE} and {CONFIG_FILE}"
+        )
+    if not directory.is_dir():
+        raise CheckpointError(f"no checkpoint at {directory}")
+    weights, config = directory / WEIGHTS_FILE, directory / CONFIG_FILE
+    for required in (weights, config):
+        if not required.is_file():
+            raise CheckpointError(f"checkpoint {directory} is incomplete: {required.name} missing")
+    try:
+        tensors = load_file(weights)
+    except (SafetensorError, OSError) as error:
+        raise CheckpointError(f"{weights} is not a valid safetensors file: {error}") from None
+    try:
+        settings = json.loads(config.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{config} is not valid JSON: {error}") from None
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{config} must hold a JSON object, got {type(settings).__name__}")
+    return tensors, settings

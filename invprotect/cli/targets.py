@@ -1,0 +1,119 @@
+"""``invprotect train-targets``: train a target classifier on an image folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from invprotect.checkpoint import CONFIG_FILE, load_checkpoint
+from invprotect.cli.app import app
+from invprotect.cli.progress import console, progress_bar
+from invprotect.data import ImageSet, default_cache_dir, load_image_set, train_test_split
+from invprotect.device import pick_device
+from invprotect.targets import Classifier, list_archs
+from invprotect.training import ClassifierTrainingConfig, TrainingEvent, train_classifier
+
+STATE_DIR = "train-state"
+"""Sub-directory of ``--out`` holding the per-epoch training state (for resuming)."""
+
+
+def load_split(
+    data: Path, size: int | None, cache_dir: Path | None, description: str
+) -> tuple[ImageSet, ImageSet]:
+    """Decode the train and test splits of ``data`` with a progress bar; report bad files."""
+    train_index, test_index = train_test_split(data)
+    with progress_bar() as bar:
+        task = bar.add_task(description, total=len(train_index) + len(test_index), status="")
+        train, test = (
+            load_image_set(index, size, cache_dir, lambda n: bar.advance(task, n))
+            for index in (train_index, test_index)
+        )
+    for bad in train.bad_files + test.bad_files:
+        console.print(f"[yellow]skipped[/] {bad.reason}")
+    console.print(
+        f"{len(train)} training and {len(test)} test images, {len(train.classes)} classes, "
+        f"{(train.nbytes + test.nbytes) / 2**20:.0f} MiB decoded"
+    )
+    return train, test
+
+
+@app.command("train-targets")
+def train_targets(
+    data: Annotated[
+        Path, typer.Option(help="ImageFolder root: root/<class>/<image>, or train/ and test/.")
+    ],
+    arch: Annotated[str, typer.Option(help=f"Architecture: {', '.join(list_archs())}.")],
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to write (safetensors + JSON).")],
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training set.")] = 15,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = 256,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (one-cycle SGD).")] = 0.1,
+    size: Annotated[
+        int | None, typer.Option(help="Working size: fit every image to SIZE x SIZE.")
+    ] = None,
+    max_train_images: Annotated[
+        int | None, typer.Option(min=1, help="Train on a seeded random subset of this many.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, order, augmentation.")] = 0,
+    device: Annotated[
+        str, typer.Option(help="'auto' (GPU if present), 'cpu', 'cuda[:N]'.")
+    ] = "auto",
+    precision: Annotated[str, typer.Option(help="'auto', 'bf16' or 'fp32'.")] = "auto",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Keep decoded images here for the next run.")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option(help="Do not cache decoded images.")] = False,
+) -> None:
+    """Train a target classifier; resumable (rerun the same command after an interruption)."""
+    if arch not in list_archs():
+        raise typer.BadParameter(f"unknown architecture {arch!r}; choose from {list_archs()}")
+    if (out / CONFIG_FILE).is_file():
+        console.print(f"{out} already holds a trained classifier; delete it to train again")
+        raise typer.Exit(0)
+    try:
+        cache = None if no_cache else (cache_dir or default_cache_dir())
+        train, test = load_split(data, size, cache, "decoding")
+        target_device = pick_device(device)
+        config = ClassifierTrainingConfig(
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
+        )
+    except ValueError as error:
+        console.print(f"[red]error:[/] {error}")
+        raise typer.Exit(2) from None
+    if max_train_images is not None and max_train_images < len(train):
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        train = train.subset(keep[:max_train_images].sort().values)
+    torch.manual_seed(seed)
+    model = Classifier(arch, train.classes, input_size=train.images.shape[-1]).to(target_device)
+    console.print(f"training {arch} on {target_device}, precision {precision}")
+    with progress_bar() as bar:
+        task = bar.add_task(arch, total=epochs * -(-len(train) // batch_size), status="")
+
+        def show(event: TrainingEvent) -> None:
+            status = f"epoch {event.epoch}/{epochs} loss {event.loss:.3f}"
+            if event.test_accuracy is not None:
+                status += f" test acc {event.test_accuracy:.3f}"
+                bar.console.print(f"{status} ({event.epoch_seconds:.0f} s)")
+            done = (event.epoch - 1) * event.steps_per_epoch + event.step
+            bar.update(task, completed=done, status=status)
+
+        train_classifier(model, train, test, config, out / STATE_DIR, show)
+    _, state = load_checkpoint(out / STATE_DIR)
+    history = state["history"]
+    model.metadata = {
+        "data": str(data.resolve()),
+        "data_fingerprint": train.fingerprint(),
+        "train_images": len(train),
+        "test_images": len(test),
+        "test_accuracy": history[-1]["test_accuracy"],
+        "epochs": epochs,
+        "seconds": sum(h["seconds"] for h in history),
+        "history": history,
+        "training": state["config"],
+    }
+    model.save(out)
+    summary = {"arch": arch, "test_accuracy": history[-1]["test_accuracy"], "out": str(out)}
+    typer.echo(json.dumps(summary))
