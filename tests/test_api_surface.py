@@ -39,6 +39,19 @@ PUBLIC_API = {
         "register_subnet",
         "subnet_constructor",
     ],
+    "invprotect.targets": [
+        "CIFAR10_MEAN",
+        "CIFAR10_STD",
+        "ArchFactory",
+        "Classifier",
+        "Ensemble",
+        "accuracy",
+        "create_arch",
+        "is_arch",
+        "list_archs",
+        "predict",
+        "register_arch",
+    ],
 }
 
 

@@ -1,5 +1,6 @@
 """Target classifiers: registered architectures, the ``[0, 1]``-input wrapper, ensembles."""
 
+from invprotect.targets.accuracy import accuracy, predict
 from invprotect.targets.classifier import CIFAR10_MEAN, CIFAR10_STD, Classifier
 from invprotect.targets.ensemble import Ensemble
 from invprotect.targets.zoo import (
@@ -16,8 +17,10 @@ __all__ = [
     "ArchFactory",
     "Classifier",
     "Ensemble",
+    "accuracy",
     "create_arch",
     "is_arch",
     "list_archs",
+    "predict",
     "register_arch",
 ]

@@ -13,7 +13,9 @@ from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpo
 from invprotect.targets.zoo import create_arch
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+"""Per-channel mean of the CIFAR-10 training images (the default normalisation)."""
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+"""Per-channel standard deviation of the CIFAR-10 training images."""
 _FORMAT = "invprotect.target/1"
 
 
