@@ -3,6 +3,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from invprotect._registry import Registry, UnknownNameError
+from invprotect.attacks import AttackLayer
 from invprotect.blocks import DSACBlock, HaarDownsampling, HaarUpsampling, InvertibleUNet
 
 try:
@@ -11,6 +12,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "AttackLayer",
     "DSACBlock",
     "HaarDownsampling",
     "HaarUpsampling",

@@ -8,6 +8,7 @@ import pytest
 
 PUBLIC_API = {
     "invprotect": [
+        "AttackLayer",
         "DSACBlock",
         "HaarDownsampling",
         "HaarUpsampling",
