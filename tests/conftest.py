@@ -11,6 +11,12 @@ import torch
 from invprotect.data import default_cifar10_root
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # One intra-op thread per test process: the tests use small tensors, for which more threads
+    # mostly add synchronisation, and OpenMP threads spin badly when cores are shared.
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     random.seed(0)
