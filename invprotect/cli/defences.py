@@ -1,0 +1,320 @@
+"""``invprotect purify`` and ``invprotect train-defence``: apply or train a defence."""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from PIL import Image
+
+from invprotect._registry import UnknownNameError
+from invprotect.checkpoint import CONFIG_FILE, CheckpointError, atomic_write_bytes
+from invprotect.cli.app import app
+from invprotect.cli.progress import console, progress_bar
+from invprotect.data import default_cache_dir, load_image_set, train_test_split
+from invprotect.defences import (
+    COMDEFEND_PRESETS,
+    Defence,
+    TrainingStep,
+    create_defence,
+    list_defences,
+    parse_defence_spec,
+    sample_generators,
+    train_comdefend,
+)
+from invprotect.imageio import IMAGE_SUFFIXES, BadImageError, read_rgb
+
+MANIFEST = ".invprotect-purify.json"
+"""File in the output folder recording which defence produced its images."""
+
+TRAINABLE = ("comdefend",)
+"""Defences that ``train-defence`` can train."""
+
+
+@dataclass(frozen=True)
+class _Job:
+    source: Path
+    relative: str
+    output: Path
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/] {message}")
+    return typer.Exit(2)
+
+
+def _overlaps(a: Path, b: Path) -> bool:
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
+
+
+def _collect_jobs(src: Path, dst: Path) -> tuple[list[_Job], list[tuple[str, str]]]:
+    """The files to purify with their outputs, and the files refused (path, reason)."""
+    if src.is_file():
+        output = dst if dst.suffix.lower() == ".png" else dst / f"{src.stem}.png"
+        return [_Job(src, src.name, output)], []
+    files = sorted(
+        path
+        for path in src.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES
+        and path.is_file()
+        and not any(part.startswith(".") for part in path.relative_to(src).parts)
+    )
+    jobs: list[_Job] = []
+    refused: list[tuple[str, str]] = []
+    claimed: dict[Path, str] = {}
+    for path in files:
+        relative = path.relative_to(src).as_posix()
+        output = dst / Path(relative).with_suffix(".png")
+        if output in claimed:
+            refused.append(
+                (relative, f"its output {output} is already the output of {claimed[output]}")
+            )
+            continue
+        claimed[output] = relative
+        jobs.append(_Job(path, relative, output))
+    return jobs, refused
+
+
+def _canonical_spec(name: str, kwargs: dict[str, Any]) -> str:
+    items = ",".join(f"{key}={kwargs[key]!r}" for key in sorted(kwargs))
+    return f"{name}:{items}" if items else name
+
+
+def _check_manifest(root: Path, record: dict[str, Any], overwrite: bool) -> None:
+    path = root / MANIFEST
+    if path.is_file() and not overwrite:
+        try:
+            previous = json.loads(path.read_text())
+        except (json.JSONDecodeError, OSError):
+            previous = None
+        if previous != record:
+            raise _fail(
+                f"{root} holds images purified with different settings ({path}: {previous}); "
+                "choose another DST, or pass --overwrite to recompute every image"
+            )
+    atomic_write_bytes(path, (json.dumps(record, sort_keys=True) + "\n").encode())
+
+
+def _encode_png(image: torch.Tensor) -> bytes:
+    array = image.permute(1, 2, 0).contiguous().numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")  # uint8 (H, W, 3): RGB
+    return buffer.getvalue()
+
+
+def _purify_batch(
+    defence: Defence, jobs: list[_Job], seed: int, failures: list[tuple[str, str]]
+) -> int:
+    """Read, purify and write one batch; returns how many images were written."""
+    loaded: dict[tuple[int, int], list[tuple[_Job, torch.Tensor]]] = {}
+    for job in jobs:
+        try:
+            image = read_rgb(job.source)
+        except BadImageError as error:
+            failures.append((job.relative, str(error)))
+            continue
+        loaded.setdefault(tuple(image.shape[-2:]), []).append((job, image))
+    written = 0
+    for group in loaded.values():
+        group_jobs = [job for job, _ in group]
+        images = torch.stack([image for _, image in group]).float().div(255.0)
+        generator = sample_generators(seed, [job.relative for job in group_jobs])
+        try:
+            purified = defence(images, generator if defence.stochastic else None)
+        except (RuntimeError, ValueError) as error:
+            failures.extend((job.relative, f"defence failed: {error}") for job in group_jobs)
+            continue
+        as_bytes = purified.mul(255.0).round().clamp(0, 255).to(torch.uint8).cpu()
+        for job, image in zip(group_jobs, as_bytes, strict=True):
+            try:
+                atomic_write_bytes(job.output, _encode_png(image))
+            except OSError as error:
+                failures.append((job.relative, f"cannot write {job.output}: {error}"))
+                continue
+            written += 1
+    return written
+
+
+@app.command("purify")
+def purify(
+    src: Annotated[
+        Path, typer.Argument(help="An image file, or a folder of images (searched recursively).")
+    ],
+    dst: Annotated[
+        Path,
+        typer.Argument(help="Output folder (relative paths kept, PNG); a .png path for one file."),
+    ],
+    defence: Annotated[
+        str,
+        typer.Option(
+            "--defence",
+            "-d",
+            help=f"NAME[:key=value,...], e.g. jpeg:quality=50; names: {', '.join(list_defences())}",
+        ),
+    ],
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per defence call.")] = 64,
+    seed: Annotated[
+        int, typer.Option(help="Seed of random defences (mixed with each file's relative path).")
+    ] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Recompute outputs that already exist.")] = False,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")
+    ] = None,
+) -> None:
+    """Apply a defence to images, as a thief would before training on them.
+
+    Writes PNG files (lossless) to DST, keeping the relative paths of SRC; SRC is never
+    modified. Outputs that already exist are skipped, so an interrupted run resumes
+    where it stopped. Unreadable files are reported and skipped; the exit code is then 1.
+    """
+    try:
+        name, kwargs = parse_defence_spec(defence)
+        model = create_defence(name, **kwargs)
+    except (UnknownNameError, CheckpointError, ValueError) as error:
+        raise _fail(str(error)) from None
+    if not src.exists():
+        raise _fail(f"SRC {src} does not exist")
+    src_abs, dst_abs = src.resolve(), dst.resolve()
+    if src.is_dir() and _overlaps(src_abs, dst_abs):
+        raise _fail(
+            f"DST {dst} and SRC {src} overlap (equal, or one inside the other); "
+            "choose a DST outside SRC so that SRC is never modified"
+        )
+    if src.is_dir() and dst.exists() and not dst.is_dir():
+        raise _fail(f"DST {dst} exists and is not a folder")
+    jobs, failures = _collect_jobs(src_abs, dst_abs)
+    if src.is_file() and jobs[0].output == src_abs:
+        raise _fail(f"the output {jobs[0].output} would replace SRC; choose another DST")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if not jobs and not failures:
+        raise _fail(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {src}")
+    if src.is_dir():
+        record = {"defence": _canonical_spec(name, kwargs)}
+        if model.stochastic:
+            record["seed"] = seed
+        _check_manifest(dst_abs, record, overwrite)
+    todo = [job for job in jobs if overwrite or not job.output.exists()]
+    skipped = len(jobs) - len(todo)
+    written = 0
+    with progress_bar() as bar:
+        task = bar.add_task(name, total=len(todo), status="")
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            written += _purify_batch(model, batch, seed, failures)
+            status = f"[red]{len(failures)} failed[/]" if failures else ""
+            bar.update(task, advance=len(batch), status=status)
+    for relative, reason in failures:
+        console.print(f"[yellow]failed[/] {relative}: {reason}")
+    summary = {
+        "defence": defence,
+        "written": written,
+        "skipped_existing": skipped,
+        "failed": len(failures),
+        "dst": str(dst),
+    }
+    typer.echo(json.dumps(summary))
+    if failures:
+        raise typer.Exit(1)
+
+
+@app.command("train-defence")
+def train_defence(
+    name: Annotated[str, typer.Argument(help=f"Defence to train: {', '.join(TRAINABLE)}.")],
+    data: Annotated[
+        Path, typer.Option(help="ImageFolder root: root/<class>/<image>, or train/ and test/.")
+    ],
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to write (safetensors + JSON).")],
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training set.")] = 8,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = 32,
+    seed: Annotated[int, typer.Option(help="Seed of split, initialisation, order, noise.")] = 0,
+    size: Annotated[int, typer.Option(min=2, help="Fit every image to SIZE x SIZE.")] = 32,
+    preset: Annotated[
+        str, typer.Option(help=f"Architecture: {', '.join(COMDEFEND_PRESETS)}.")
+    ] = "cpu",
+    lr: Annotated[float, typer.Option(help="Initial Adam learning rate (cosine decay).")] = 1e-3,
+    max_train_images: Annotated[
+        int | None, typer.Option(min=1, help="Train on a seeded random subset of this many.")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Keep decoded images here for the next run.")
+    ] = None,
+    no_cache: Annotated[bool, typer.Option(help="Do not cache decoded images.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint.")] = False,
+) -> None:
+    """Train a learned defence (ComDefend) on clean images and save its checkpoint.
+
+    Prints the reconstruction PSNR on the test split; use the checkpoint with
+    ``invprotect purify SRC DST --defence comdefend:weights=OUT``.
+    """
+    if name not in TRAINABLE:
+        raise _fail(f"{name!r} is not a trainable defence; trainable: {', '.join(TRAINABLE)}")
+    if preset not in COMDEFEND_PRESETS:
+        raise _fail(f"unknown preset {preset!r}; choose from {', '.join(COMDEFEND_PRESETS)}")
+    config = COMDEFEND_PRESETS[preset]
+    if size % config.space_to_depth:
+        raise _fail(f"--size must be a multiple of {config.space_to_depth} for preset {preset!r}")
+    if (out / CONFIG_FILE).is_file() and not overwrite:
+        raise _fail(f"{out} already holds a checkpoint; pass --overwrite to replace it")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        train_index, test_index = train_test_split(data, seed=seed)
+        cache = None if no_cache else (cache_dir or default_cache_dir())
+        with progress_bar() as bar:
+            task = bar.add_task("decoding", total=len(train_index) + len(test_index), status="")
+            train, test = (
+                load_image_set(index, size, cache, lambda n: bar.advance(task, n))
+                for index in (train_index, test_index)
+            )
+    except ValueError as error:
+        raise _fail(str(error)) from None
+    for bad in train.bad_files + test.bad_files:
+        console.print(f"[yellow]skipped[/] {bad.reason}")
+    if max_train_images is not None and max_train_images < len(train):
+        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        train = train.subset(keep[:max_train_images].sort().values)
+    console.print(f"training {name} ({preset}) on {len(train)} images, testing on {len(test)}")
+    with progress_bar() as bar:
+        task = bar.add_task(name, total=None, status="")
+
+        def show(step: TrainingStep) -> None:
+            status = f"epoch {step.epoch + 1}/{epochs} loss {step.loss:.5f} PSNR {step.psnr:.2f} dB"
+            bar.update(task, completed=step.step, total=step.total_steps, status=status)
+
+        model = train_comdefend(
+            train,
+            test,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            config=config,
+            lr=lr,
+            progress=show,
+        )
+    model.metrics.update(
+        {
+            "data": str(data.resolve()),
+            "size": size,
+            "preset": preset,
+            "bad_files": len(train.bad_files) + len(test.bad_files),
+        }
+    )
+    model.save(out)
+    psnr = model.metrics["test_psnr"]
+    console.print(f"test PSNR {psnr:.2f} dB on {len(test)} images; saved to {out}")
+    summary = {
+        "defence": name,
+        "test_psnr": psnr,
+        "seconds": model.metrics["seconds"],
+        "out": str(out),
+    }
+    typer.echo(json.dumps(summary))

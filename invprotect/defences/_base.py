@@ -1,0 +1,193 @@
+"""The contract every defence follows, and the helpers they share.
+
+A defence is what a thief does to protected images before using them: it takes
+float RGB images ``(B, 3, H, W)`` in ``[0, 1]`` whose values lie on the 8-bit grid
+(``k / 255``), and returns images of the same shape, again on the 8-bit grid (the
+result is rounded at the end, as if saved to an 8-bit file).
+
+Randomness is explicit. A defence that draws random numbers (``stochastic = True``)
+takes a ``generator`` argument: ``None`` (a fresh generator seeded with the defence's
+own ``seed``, so that every call gives the same result), one ``torch.Generator`` for
+the whole batch, or one generator per image. With one generator per image, an image's
+result depends only on the image and its generator, never on the other images of the
+batch: that is how the command line keeps results identical whatever the batching and
+across resumed runs (see `sample_generators`).
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Sequence
+from typing import ClassVar, TypeAlias
+
+import torch
+from torch import Tensor, nn
+
+GeneratorArg: TypeAlias = torch.Generator | Sequence[torch.Generator] | None
+"""``None``, one generator for the whole batch, or one generator per image."""
+
+GRID_TOLERANCE = 1e-3
+"""How far (in 8-bit levels) an input value may be from ``k / 255`` and still be on the grid."""
+
+
+def to_8bit_grid(images: Tensor) -> Tensor:
+    """Clamp to ``[0, 1]`` and round to the nearest ``k / 255`` (what saving an 8-bit file does).
+
+    Example:
+        >>> to_8bit_grid(torch.tensor([-0.1, 0.5, 1.2]))
+        tensor([0.0000, 0.5020, 1.0000])
+    """
+    return images.clamp(0.0, 1.0).mul(255.0).round().div(255.0)
+
+
+def check_images(images: Tensor, name: str = "images") -> None:
+    """Check that ``images`` is a float RGB batch ``(B, 3, H, W)`` in ``[0, 1]`` on the 8-bit grid.
+
+    Raises:
+        TypeError: If ``images`` is not a floating-point tensor.
+        ValueError: If the shape, the range or the grid is wrong; the message says what
+            was received and how to fix it.
+    """
+    if not isinstance(images, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
+    if not images.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor in [0, 1], got dtype {images.dtype}; "
+            "convert uint8 images with images.float() / 255"
+        )
+    if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] < 1 or images.shape[3] < 1:
+        raise ValueError(
+            f"{name} must have shape (B, 3, H, W) (RGB), got {tuple(images.shape)}; "
+            "add a batch dimension with images[None] or convert to RGB"
+        )
+    if images.numel() == 0:
+        return
+    low, high = images.min().item(), images.max().item()
+    if low < 0.0 or high > 1.0:
+        raise ValueError(
+            f"{name} must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]; "
+            "clamp them or divide 8-bit values by 255"
+        )
+    off_grid = (images * 255.0 - (images * 255.0).round()).abs().max().item()
+    if off_grid > GRID_TOLERANCE:
+        raise ValueError(
+            f"{name} must lie on the 8-bit grid (values k/255), but a value is {off_grid:.3g} "
+            "levels away from it; round with invprotect.defences.to_8bit_grid(images) first"
+        )
+
+
+def sample_generators(seed: int, keys: Sequence[str]) -> list[torch.Generator]:
+    """One CPU generator per key, seeded from ``seed`` and the key (a file's relative path, say).
+
+    The seed of each generator is taken from SHA-256 of ``"{seed}:{key}"``, so an image
+    gets the same random numbers whatever else is in its batch and whichever run
+    processes it.
+
+    Example:
+        >>> a, b = sample_generators(0, ["cat/1.png", "cat/1.png"])
+        >>> torch.equal(torch.rand(2, generator=a), torch.rand(2, generator=b))
+        True
+    """
+    generators = []
+    for key in keys:
+        digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+        generators.append(torch.Generator().manual_seed(int.from_bytes(digest[:8], "little")))
+    return generators
+
+
+def resolve_generator(generator: GeneratorArg, batch: int, seed: int) -> torch.Generator | list:
+    """The generator(s) a stochastic defence draws from.
+
+    Args:
+        generator: ``None`` (a fresh CPU generator seeded with ``seed``), one generator,
+            or one generator per image.
+        batch: Number of images.
+        seed: Seed used when ``generator`` is ``None``.
+
+    Returns:
+        One generator, or a list of ``batch`` generators.
+
+    Raises:
+        ValueError: If a sequence of generators does not hold exactly one per image.
+    """
+    if generator is None:
+        return torch.Generator().manual_seed(seed)
+    if isinstance(generator, torch.Generator):
+        return generator
+    generators = list(generator)
+    if len(generators) != batch:
+        raise ValueError(f"got {len(generators)} generators for a batch of {batch} images")
+    return generators
+
+
+def draw(
+    kind: str,
+    generator: torch.Generator | list,
+    batch: int,
+    shape: Sequence[int],
+    device: torch.device | None = None,
+) -> Tensor:
+    """Random numbers ``(batch, *shape)``; each image's share from its own generator if given.
+
+    Numbers are drawn on the generator's device (the CPU for generators made here) and
+    then moved to ``device``, so results do not depend on where the defence runs.
+
+    Args:
+        kind: ``"normal"`` (standard normal) or ``"uniform"`` (on ``[0, 1)``).
+        generator: One generator, or one per image (from `resolve_generator`).
+        batch: Number of images.
+        shape: Shape of one image's share.
+        device: Where the result goes.
+    """
+    sampler = torch.randn if kind == "normal" else torch.rand
+    if isinstance(generator, torch.Generator):
+        values = sampler((batch, *shape), generator=generator, device=generator.device)
+    else:
+        values = torch.stack(
+            [sampler(tuple(shape), generator=g, device=g.device) for g in generator]
+        )
+    return values.to(device) if device is not None else values
+
+
+class Defence(nn.Module, abc.ABC):
+    """A purification of 8-bit images: the base class of every registered defence.
+
+    Subclasses implement `purify`; `forward` checks the input, calls it and
+    rounds the result onto the 8-bit grid.
+
+    Attributes:
+        stochastic: Whether the defence draws random numbers (and so uses ``generator``).
+
+    Shape:
+        - Input: ``(B, 3, H, W)``, float in ``[0, 1]``, values ``k / 255``.
+        - Output: the same shape and dtype, values ``k / 255``.
+    """
+
+    stochastic: ClassVar[bool] = False
+
+    def forward(self, images: Tensor, generator: GeneratorArg = None) -> Tensor:
+        """Purify ``images``.
+
+        Args:
+            images: Float RGB ``(B, 3, H, W)`` in ``[0, 1]`` on the 8-bit grid.
+            generator: For stochastic defences: ``None`` (the defence's own seed), one
+                generator, or one per image. Ignored by deterministic defences.
+
+        Returns:
+            The purified images, same shape and dtype, on the 8-bit grid.
+
+        Raises:
+            TypeError: If ``images`` is not a floating-point tensor.
+            ValueError: If ``images`` is not ``(B, 3, H, W)`` in ``[0, 1]`` on the 8-bit grid.
+        """
+        check_images(images)
+        if images.shape[0] == 0:
+            return images.clone()
+        with torch.no_grad():
+            purified = self.purify(images, generator)
+        return to_8bit_grid(purified).to(images.dtype)
+
+    @abc.abstractmethod
+    def purify(self, images: Tensor, generator: GeneratorArg) -> Tensor:
+        """The defence itself, on checked input; the result is rounded by `forward`."""
