@@ -35,6 +35,7 @@ def train_away_from_identity(
     module: InvertibleModule,
     make_input: Callable[[], Tensor],
     steps: int = 20,
+    lr: float = 1e-3,
     forward: Callable[[Tensor], Tensor] | None = None,
 ) -> None:
     """Take ``steps`` Adam steps that push a shape-preserving module towards ``y = 2x + 0.1``.
@@ -48,7 +49,7 @@ def train_away_from_identity(
     params = [p for p in module.parameters() if p.requires_grad]
     if not params:
         return
-    optimiser = torch.optim.Adam(params, lr=3e-3)
+    optimiser = torch.optim.Adam(params, lr=lr)
     module.train()
     for _ in range(steps):
         x = make_input()
