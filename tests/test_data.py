@@ -136,3 +136,28 @@ def test_read_rgb_names_the_file_in_its_error(tmp_path: Path) -> None:
     path.write_bytes(io.BytesIO(b"\xff\xd8\xff").getvalue())
     with pytest.raises(BadImageError, match=r"x\.jpg"):
         read_rgb(path)
+
+
+def test_download_cifar10_converts_torchvision_arrays(monkeypatch, tmp_path: Path) -> None:
+    import torchvision.datasets
+
+    from invprotect.data import download_cifar10
+
+    calls = []
+
+    class FakeCIFAR10:  # stands in for the network download; same attributes as torchvision's
+        classes = ("airplane", "automobile")
+
+        def __init__(self, root: str, train: bool, download: bool) -> None:
+            calls.append((root, train, download))
+            self.data = np.arange(2 * 32 * 32 * 3, dtype=np.uint8).reshape(2, 32, 32, 3)
+            self.targets = [1, 0]
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    image_set = download_cifar10(tmp_path, train=False)
+    assert calls == [(str(tmp_path), False, True)]
+    calls.clear()
+    assert image_set.images.shape == (2, 3, 32, 32)
+    data = FakeCIFAR10(str(tmp_path), False, True).data
+    assert torch.equal(image_set.images, torch.from_numpy(data).permute(0, 3, 1, 2))
+    assert image_set.labels.tolist() == [1, 0] and image_set.classes == list(FakeCIFAR10.classes)
