@@ -5,6 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 from invprotect._registry import Registry, UnknownNameError
 from invprotect.attacks import AttackLayer
 from invprotect.blocks import DSACBlock, HaarDownsampling, HaarUpsampling, InvertibleUNet
+from invprotect.models import RAEG
 
 try:
     __version__ = version("invprotect")
@@ -12,6 +13,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
+    "RAEG",
     "AttackLayer",
     "DSACBlock",
     "HaarDownsampling",

@@ -13,6 +13,7 @@ PUBLIC_API = {
         "HaarDownsampling",
         "HaarUpsampling",
         "InvertibleUNet",
+        "RAEG",
         "Registry",
         "UnknownNameError",
         "__version__",
@@ -40,6 +41,7 @@ PUBLIC_API = {
         "register_subnet",
         "subnet_constructor",
     ],
+    "invprotect.models": ["RAEG", "RAEG_PRESETS", "Discriminator", "Protector", "RAEGConfig"],
     "invprotect.targets": [
         "CIFAR10_MEAN",
         "CIFAR10_STD",

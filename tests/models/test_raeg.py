@@ -1,0 +1,88 @@
+"""RAEG protector: protect/recover, presets, save/load, discriminator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from invprotect.checkpoint import CheckpointError, save_checkpoint
+from invprotect.models import RAEG, RAEG_PRESETS, Discriminator, Protector, RAEGConfig
+from tests.contracts import train_away_from_identity
+
+
+@pytest.fixture(scope="module")
+def trained_raeg() -> RAEG:
+    torch.manual_seed(0)
+    raeg = RAEG.from_preset("cpu-32")
+    train_away_from_identity(
+        raeg.generator, lambda: torch.rand(4, 3, 32, 32), forward=raeg.generate
+    )
+    return raeg.eval()
+
+
+def test_protect_changes_images_and_recover_undoes_it(trained_raeg: RAEG) -> None:
+    x = torch.rand(3, 3, 32, 32) * 0.4 + 0.05  # stays inside [0, 1] after y = 2x + 0.1
+    with torch.no_grad():
+        protected = trained_raeg.protect(x)
+        recovered = trained_raeg.recover(protected)
+    assert protected.min() >= 0 and protected.max() <= 1
+    assert (protected - x).abs().mean() > 0.05
+    assert (recovered - x).abs().max() < 1e-4
+
+
+def test_protected_images_are_clipped_so_recovery_of_clipped_pixels_is_approximate(
+    trained_raeg: RAEG,
+) -> None:
+    x = torch.full((1, 3, 32, 32), 0.9)  # 2x + 0.1 leaves [0, 1]: clipping loses information
+    with torch.no_grad():
+        assert trained_raeg.generate(x).max() > 1.0
+        assert trained_raeg.protect(x).max() == 1.0
+
+
+def test_save_and_load_give_the_same_protector(trained_raeg: RAEG, tmp_path: Path) -> None:
+    trained_raeg.metadata = {"note": "test"}
+    trained_raeg.save(tmp_path / "key")
+    loaded = RAEG.load(tmp_path / "key")
+    assert loaded.config == trained_raeg.config and loaded.metadata == {"note": "test"}
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.protect(x), trained_raeg.protect(x))
+    save_checkpoint(tmp_path / "other", {}, {"format": "invprotect.target/1"})
+    with pytest.raises(CheckpointError, match="not a RAEG protector"):
+        RAEG.load(tmp_path / "other")
+    torch.save(trained_raeg.state_dict(), tmp_path / "key.pt")
+    with pytest.raises(CheckpointError, match="never unpickles"):
+        RAEG.load(tmp_path / "key.pt")
+
+
+def test_presets_and_config_round_trip() -> None:
+    assert set(RAEG_PRESETS) == {"paper", "cpu-32"}
+    paper = RAEG_PRESETS["paper"]
+    assert (paper.image_size, paper.generator.levels, paper.generator.blocks_per_level) == (
+        256,
+        3,
+        4,
+    )
+    for config in RAEG_PRESETS.values():
+        assert RAEGConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown preset 'cpu'"):
+        RAEG.from_preset("cpu")
+    assert RAEG.from_preset("cpu-32", image_size=64).config.image_size == 64
+
+
+def test_discriminator_scores_any_size_with_spectral_norm() -> None:
+    critic = Discriminator(width=8, depth=3)
+    assert critic(torch.rand(2, 3, 32, 32)).shape == (2,)
+    assert critic(torch.rand(1, 3, 40, 24)).shape == (1,)
+    normalised = [m for m in critic.modules() if hasattr(m, "parametrizations")]
+    assert len(normalised) == 4
+    with pytest.raises(ValueError, match="positive"):
+        Discriminator(depth=0)
+
+
+def test_protector_is_an_abstract_contract() -> None:
+    with pytest.raises(TypeError, match="abstract"):
+        Protector()  # type: ignore[abstract]
+    assert isinstance(RAEG.from_preset("cpu-32"), Protector)
