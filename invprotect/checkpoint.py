@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
@@ -101,3 +102,30 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     if not isinstance(settings, dict):
         raise CheckpointError(f"{config} must hold a JSON object, got {type(settings).__name__}")
     return tensors, settings
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str) -> dict[str, Tensor]:
+    """An optimiser's per-parameter state as flat tensors (``PREFIX.INDEX.NAME``) for safetensors.
+
+    Scalar state (such as Adam's step count) is stored as a 0-d tensor.
+    """
+    tensors: dict[str, Tensor] = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            tensors[f"{prefix}.{index}.{name}"] = torch.as_tensor(value)
+    return tensors
+
+
+def load_optimizer_tensors(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], prefix: str
+) -> None:
+    """Restore the state written by `optimizer_tensors` into a freshly built optimiser."""
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        head, _, rest = key.partition(".")
+        if head != prefix:
+            continue
+        index, _, name = rest.partition(".")
+        state.setdefault(int(index), {})[name] = value
+    current = optimizer.state_dict()
+    optimizer.load_state_dict({"state": state, "param_groups": current["param_groups"]})

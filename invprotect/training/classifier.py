@@ -1,4 +1,4 @@
-"""Training loops: target classifiers (resumable, seeded, one-cycle SGD)."""
+"""Training loop of target classifiers (resumable, seeded, one-cycle SGD)."""
 
 from __future__ import annotations
 
