@@ -37,13 +37,14 @@ def train_away_from_identity(
     steps: int = 20,
     lr: float = 1e-3,
     forward: Callable[[Tensor], Tensor] | None = None,
+    target: Callable[[Tensor], Tensor] = lambda x: 2.0 * x + 0.1,
 ) -> None:
-    """Take ``steps`` Adam steps that push a shape-preserving module towards ``y = 2x + 0.1``.
+    """Take ``steps`` Adam steps that push a shape-preserving module towards ``target(x)``.
 
-    That needs log-scales of about log(2) in the couplings, so afterwards the weights
-    (and the log-det) are far from the identity initialisation. Modules without
-    parameters are left as they are. ``forward`` maps a batch to the output
-    (default: the FrEIA call convention).
+    The default ``2x + 0.1`` needs log-scales of about log(2) in the couplings, so
+    afterwards the weights (and the log-det) are far from the identity initialisation.
+    Modules without parameters are left as they are. ``forward`` maps a batch to the
+    output (default: the FrEIA call convention).
     """
     forward = forward or (lambda x: run(module, x)[0])
     params = [p for p in module.parameters() if p.requires_grad]
@@ -54,7 +55,7 @@ def train_away_from_identity(
     for _ in range(steps):
         x = make_input()
         y = forward(x)
-        loss = (y - (2.0 * x + 0.1)).square().mean()
+        loss = (y - target(x)).square().mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import torch
 import typer
-from PIL import Image
 
 from invprotect._registry import UnknownNameError
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError, atomic_write_bytes
@@ -27,7 +24,9 @@ from invprotect.defences import (
     sample_generators,
     train_comdefend,
 )
+from invprotect.folders import Job, collect_jobs, paths_overlap
 from invprotect.imageio import IMAGE_SUFFIXES, BadImageError, read_rgb
+from invprotect.pngio import encode_png
 
 MANIFEST = ".invprotect-purify.json"
 """File in the output folder recording which defence produced its images."""
@@ -36,48 +35,9 @@ TRAINABLE = ("comdefend",)
 """Defences that ``train-defence`` can train."""
 
 
-@dataclass(frozen=True)
-class _Job:
-    source: Path
-    relative: str
-    output: Path
-
-
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/] {message}")
     return typer.Exit(2)
-
-
-def _overlaps(a: Path, b: Path) -> bool:
-    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
-
-
-def _collect_jobs(src: Path, dst: Path) -> tuple[list[_Job], list[tuple[str, str]]]:
-    """The files to purify with their outputs, and the files refused (path, reason)."""
-    if src.is_file():
-        output = dst if dst.suffix.lower() == ".png" else dst / f"{src.stem}.png"
-        return [_Job(src, src.name, output)], []
-    files = sorted(
-        path
-        for path in src.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES
-        and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(src).parts)
-    )
-    jobs: list[_Job] = []
-    refused: list[tuple[str, str]] = []
-    claimed: dict[Path, str] = {}
-    for path in files:
-        relative = path.relative_to(src).as_posix()
-        output = dst / Path(relative).with_suffix(".png")
-        if output in claimed:
-            refused.append(
-                (relative, f"its output {output} is already the output of {claimed[output]}")
-            )
-            continue
-        claimed[output] = relative
-        jobs.append(_Job(path, relative, output))
-    return jobs, refused
 
 
 def _canonical_spec(name: str, kwargs: dict[str, Any]) -> str:
@@ -100,18 +60,11 @@ def _check_manifest(root: Path, record: dict[str, Any], overwrite: bool) -> None
     atomic_write_bytes(path, (json.dumps(record, sort_keys=True) + "\n").encode())
 
 
-def _encode_png(image: torch.Tensor) -> bytes:
-    array = image.permute(1, 2, 0).contiguous().numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="PNG")  # uint8 (H, W, 3): RGB
-    return buffer.getvalue()
-
-
 def _purify_batch(
-    defence: Defence, jobs: list[_Job], seed: int, failures: list[tuple[str, str]]
+    defence: Defence, jobs: list[Job], seed: int, failures: list[tuple[str, str]]
 ) -> int:
     """Read, purify and write one batch; returns how many images were written."""
-    loaded: dict[tuple[int, int], list[tuple[_Job, torch.Tensor]]] = {}
+    loaded: dict[tuple[int, int], list[tuple[Job, torch.Tensor]]] = {}
     for job in jobs:
         try:
             image = read_rgb(job.source)
@@ -132,7 +85,9 @@ def _purify_batch(
         as_bytes = purified.mul(255.0).round().clamp(0, 255).to(torch.uint8).cpu()
         for job, image in zip(group_jobs, as_bytes, strict=True):
             try:
-                atomic_write_bytes(job.output, _encode_png(image))
+                atomic_write_bytes(
+                    job.output, encode_png(image.permute(1, 2, 0).contiguous().numpy())
+                )
             except OSError as error:
                 failures.append((job.relative, f"cannot write {job.output}: {error}"))
                 continue
@@ -180,14 +135,14 @@ def purify(
     if not src.exists():
         raise _fail(f"SRC {src} does not exist")
     src_abs, dst_abs = src.resolve(), dst.resolve()
-    if src.is_dir() and _overlaps(src_abs, dst_abs):
+    if src.is_dir() and paths_overlap(src_abs, dst_abs):
         raise _fail(
             f"DST {dst} and SRC {src} overlap (equal, or one inside the other); "
             "choose a DST outside SRC so that SRC is never modified"
         )
     if src.is_dir() and dst.exists() and not dst.is_dir():
         raise _fail(f"DST {dst} exists and is not a folder")
-    jobs, failures = _collect_jobs(src_abs, dst_abs)
+    jobs, failures = collect_jobs(src_abs, dst_abs)
     if src.is_file() and jobs[0].output == src_abs:
         raise _fail(f"the output {jobs[0].output} would replace SRC; choose another DST")
     if threads is not None:
