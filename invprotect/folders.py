@@ -147,6 +147,18 @@ def _pad(rgb: torch.Tensor, multiple: int) -> torch.Tensor:
     return torch.from_numpy(padded)
 
 
+def _checked_paths(src: Path, dst: Path) -> tuple[Path, Path]:
+    """Absolute SRC and DST, refusing a missing SRC and a DST that could touch SRC."""
+    src, dst = src.resolve(), dst.resolve()
+    if not src.exists():
+        raise ValueError(f"{src} does not exist")
+    if src.is_dir() and paths_overlap(src, dst):
+        raise ValueError(f"DST {dst} must not be SRC or lie inside it (or contain it)")
+    if src.is_file() and dst == src:
+        raise ValueError("the output would replace the original")
+    return src, dst
+
+
 def protector_digest(protector: RAEG) -> str:
     """SHA-256 of the generator's weights: which key protected a file."""
     digest = hashlib.sha256()
@@ -172,13 +184,7 @@ def protect_tree(
     Raises:
         ValueError: If ``src`` does not exist or ``dst`` overlaps it.
     """
-    src, dst = src.resolve(), dst.resolve()
-    if not src.exists():
-        raise ValueError(f"{src} does not exist")
-    if src.is_dir() and paths_overlap(src, dst):
-        raise ValueError(f"DST {dst} must not be SRC or lie inside it (or contain it)")
-    if src.is_file() and dst == src:
-        raise ValueError("the output would replace the original")
+    src, dst = _checked_paths(src, dst)
     jobs, refused = collect_jobs(src, dst)
     report = TreeReport(failed=list(refused))
     manifest_path = (dst.parent if dst.suffix.lower() == ".png" else dst) / MANIFEST
@@ -265,11 +271,7 @@ def recover_tree(
     Raises:
         ValueError: If ``src`` does not exist or ``dst`` overlaps it.
     """
-    src, dst = src.resolve(), dst.resolve()
-    if not src.exists():
-        raise ValueError(f"{src} does not exist")
-    if src.is_dir() and paths_overlap(src, dst):
-        raise ValueError(f"DST {dst} must not be SRC or lie inside it (or contain it)")
+    src, dst = _checked_paths(src, dst)
     jobs, refused = collect_jobs(src, dst)
     report = TreeReport(failed=list(refused))
     expected = read_manifest(src / MANIFEST) if src.is_dir() else {}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import re
+from pathlib import Path
 
 import pytest
 
@@ -41,7 +44,100 @@ PUBLIC_API = {
         "register_subnet",
         "subnet_constructor",
     ],
+    "invprotect.attacks": [
+        "Attack",
+        "AttackFactory",
+        "AttackLayer",
+        "AttackParams",
+        "AttackResult",
+        "CHROMA_TABLE",
+        "DEFAULT_ATTACKS",
+        "GaussianBlur",
+        "GaussianNoise",
+        "GradientKind",
+        "IdentityAttack",
+        "JPEGMask",
+        "JPEGSS",
+        "JPEGSTE",
+        "JPEG_METHODS",
+        "KorniaJPEG",
+        "LUMA_TABLE",
+        "MedianBlur",
+        "PSEUDO_JPEG_WEIGHTS",
+        "PseudoJPEG",
+        "QuantizeSTE",
+        "RandomCrop",
+        "Resize",
+        "Rounding",
+        "create_attack",
+        "dct_matrix",
+        "gaussian_blur",
+        "gaussian_noise",
+        "identity",
+        "is_attack",
+        "jpeg_kornia",
+        "jpeg_mask",
+        "jpeg_ss",
+        "jpeg_ste",
+        "list_attacks",
+        "median_blur",
+        "pseudo_jpeg",
+        "quality_tables",
+        "quantize_ste",
+        "random_crop",
+        "real_jpeg",
+        "register_attack",
+        "resize",
+    ],
+    "invprotect.defences": [
+        "COMDEFEND_PRESETS",
+        "JPEG",
+        "BitDepth",
+        "ComCNN",
+        "ComDefend",
+        "ComDefendConfig",
+        "DIPDefend",
+        "DIPResult",
+        "Defence",
+        "GaussianBlur",
+        "GaussianNoise",
+        "GeneratorArg",
+        "Grayscale",
+        "MedianFilter",
+        "RecCNN",
+        "Resize",
+        "TrainingStep",
+        "add_gaussian_noise",
+        "check_images",
+        "comdefend_from_weights",
+        "create_defence",
+        "create_defence_from_spec",
+        "defence_parameters",
+        "evaluate_comdefend",
+        "gaussian_blur",
+        "is_defence",
+        "jpeg_compress",
+        "list_defences",
+        "median_filter",
+        "parse_defence_spec",
+        "patch_psnr",
+        "psnr_per_image",
+        "reduce_bit_depth",
+        "register_defence",
+        "resize_down_up",
+        "sample_generators",
+        "to_8bit_grid",
+        "to_grayscale",
+        "train_comdefend",
+    ],
     "invprotect.models": ["RAEG", "RAEG_PRESETS", "Discriminator", "Protector", "RAEGConfig"],
+    "invprotect.training": [
+        "ClassifierTrainingConfig",
+        "TrainingEvent",
+        "augment_batch",
+        "one_cycle_lr",
+        "train_classifier",
+    ],
     "invprotect.targets": [
         "CIFAR10_MEAN",
         "CIFAR10_STD",
@@ -70,3 +166,24 @@ def test_version_comes_from_the_installed_metadata() -> None:
     import invprotect
 
     assert invprotect.__version__.count(".") >= 2
+
+
+def _documented_identifiers() -> set[str]:
+    docs = Path(__file__).resolve().parents[1] / "docs" / "api"
+    found: set[str] = set()
+    for page in docs.rglob("*.md"):
+        found |= set(re.findall(r"^::: ([\w.]+)", page.read_text(), flags=re.MULTILINE))
+    return found
+
+
+@pytest.mark.parametrize("module_name", sorted(PUBLIC_API))
+def test_every_public_class_and_function_has_a_docstring_and_an_api_page(module_name: str) -> None:
+    module = importlib.import_module(module_name)
+    documented = _documented_identifiers()
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            continue  # constants and aliases are documented on their module's page
+        assert inspect.getdoc(obj), f"{module_name}.{name} has no docstring"
+        candidates = {obj.__module__, f"{obj.__module__}.{name}", f"{module_name}.{name}"}
+        assert candidates & documented, f"{module_name}.{name} is on no page of docs/api"
