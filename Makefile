@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/compose_blocks.py
+	$(BIN)/invprotect demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
