@@ -146,6 +146,7 @@ def train_classifier(
         weight_decay=config.weight_decay,
     )
     start_epoch = _resume(model, optimiser, state_dir, config) if state_dir else 0
+    earlier = _previous_history(state_dir, start_epoch) if state_dir else []
     history: list[dict[str, float]] = []
     for epoch in range(start_epoch, config.epochs):
         model.train()
@@ -186,7 +187,7 @@ def train_classifier(
             record["test_accuracy"] = test_accuracy if test_accuracy is not None else math.nan
         history.append(record)
         if state_dir:
-            _save_state(model, optimiser, state_dir, config, epoch + 1, history)
+            _save_state(model, optimiser, state_dir, config, epoch + 1, earlier + history)
     model.eval()
     return history
 
@@ -204,16 +205,16 @@ def _save_state(
         buffer = optimiser.state.get(param, {}).get("momentum_buffer")
         if buffer is not None:
             tensors[f"momentum.{i}"] = buffer
-    previous = _previous_history(state_dir)
-    meta = {"epochs_done": epochs_done, "config": asdict(config), "history": previous + history}
+    meta = {"epochs_done": epochs_done, "config": asdict(config), "history": history}
     save_checkpoint(state_dir, tensors, meta)
 
 
-def _previous_history(state_dir: str | Path) -> list[dict[str, float]]:
-    if not (Path(state_dir) / "config.json").is_file():
+def _previous_history(state_dir: str | Path, epochs_done: int) -> list[dict[str, float]]:
+    """The per-epoch records of the epochs an earlier, interrupted call finished."""
+    if not epochs_done or not (Path(state_dir) / "config.json").is_file():
         return []
     _, meta = load_checkpoint(state_dir)
-    return [h for h in meta.get("history", []) if h["epoch"] <= meta["epochs_done"]]
+    return [h for h in meta.get("history", []) if h["epoch"] <= epochs_done]
 
 
 def _resume(

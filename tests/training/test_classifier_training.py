@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from invprotect.checkpoint import load_checkpoint
 from invprotect.data import load_image_set, train_test_split
 from invprotect.targets import Classifier
 from invprotect.targets.accuracy import accuracy
@@ -63,6 +64,8 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(cifar_subsets, t
     resumed = fresh()
     history = train_classifier(resumed, train, None, config, tmp_path / "state")
     assert [h["epoch"] for h in history] == [2]
+    _, state = load_checkpoint(tmp_path / "state")
+    assert [h["epoch"] for h in state["history"]] == [1, 2]  # one record per epoch
     for (name, a), b in zip(
         straight.state_dict().items(), resumed.state_dict().values(), strict=True
     ):
