@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from typing import ClassVar, Literal
 
 import torch
@@ -25,7 +26,7 @@ GradientKind = Literal["exact", "surrogate", "straight-through", "mixed"]
 """
 
 
-class Attack(nn.Module):
+class Attack(nn.Module, abc.ABC):
     """Base class of a differentiable attack with replayable random parameters.
 
     An attack maps a batch of images ``(B, C, H, W)``, float in ``[0, 1]``, to a batch of
@@ -118,6 +119,7 @@ class Attack(nn.Module):
             params = {key: value.to(x.device) for key, value in params.items()}
         return self.apply_params(x, params)
 
+    @abc.abstractmethod
     def apply_params(self, x: Tensor, params: AttackParams) -> Tensor:
         """Apply the attack with validated parameters (called by `forward`).
 
@@ -131,7 +133,6 @@ class Attack(nn.Module):
         Returns:
             The attacked images, same shape and dtype as ``x``, in ``[0, 1]``.
         """
-        raise NotImplementedError
 
     def _sample(
         self, batch_size: int, generator: torch.Generator | None, device: torch.device
