@@ -64,6 +64,7 @@ from torchvision.io import decode_image
 
 from invprotect.attacks import AttackLayer, create_attack, list_attacks, real_jpeg
 from invprotect.data import default_cifar10_root
+from invprotect.metrics import psnr
 
 DEFAULT_JSON = Path("benchmarks/out/bench_attacks.json")
 QUALITIES = (50, 90)
@@ -150,12 +151,6 @@ def bench_costs(images: Tensor, warmup: int, repeats: int, seed: int) -> list[di
         rows.append(row)
         print(f"  timed {name}", file=sys.stderr)
     return rows
-
-
-def psnr(a: Tensor, b: Tensor) -> Tensor:
-    """Per-image PSNR in dB of images in [0, 1] (MSE floored at 1e-12)."""
-    mse = (a - b).square().flatten(1).mean(1).clamp_min(1e-12)
-    return 10 * torch.log10(1 / mse)
 
 
 def bench_fidelity(images: Tensor, chunk: int) -> list[dict[str, Any]]:

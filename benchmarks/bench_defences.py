@@ -49,10 +49,10 @@ from invprotect.defences import (
     Defence,
     DIPDefend,
     create_defence_from_spec,
-    psnr_per_image,
     to_8bit_grid,
     train_comdefend,
 )
+from invprotect.metrics import psnr
 
 CLASSIC_SPECS = (
     "jpeg:quality=90",
@@ -105,7 +105,7 @@ def time_defence(defence: Defence, images: ImageSet, count: int, batch_size: int
             stopped.append(result.stopped_iterations.float())
         else:
             out = defence(batch)
-        psnrs.append(psnr_per_image(out, batch).clamp(max=100.0))
+        psnrs.append(psnr(out, batch).clamp(max=100.0))
     seconds = time.perf_counter() - started
     report = {
         "images": count,

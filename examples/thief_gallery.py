@@ -25,6 +25,7 @@ from torch import Tensor
 from invprotect.attacks import create_attack, list_attacks
 from invprotect.data import default_cifar10_root, load_image_set, scan_image_folder
 from invprotect.defences import create_defence, list_defences
+from invprotect.metrics import psnr
 
 CLASSES = ("cat", "ship", "horse")
 
@@ -37,10 +38,9 @@ def load_images(root: Path) -> Tensor:
     return load_image_set(index).batch(range(len(CLASSES)))
 
 
-def psnr(a: Tensor, b: Tensor) -> float:
-    """Mean PSNR in dB between two batches in ``[0, 1]``."""
-    mse = (a - b).square().flatten(1).mean(1).clamp_min(1e-12)
-    return float((10 * torch.log10(1 / mse)).mean())
+def mean_psnr(a: Tensor, b: Tensor) -> float:
+    """Mean PSNR in dB, identical images counted as 120 dB."""
+    return psnr(a, b).clamp(max=120.0).mean().item()
 
 
 def save_row(before: Tensor, after: Tensor, path: Path, scale: int) -> None:
@@ -89,7 +89,15 @@ def main() -> None:
         shown = ", ".join(
             f"{key}={value[0].item():.3g}" for key, value in params.items() if value.numel()
         )
-        rows.append(("attack", name, describe(attack), psnr(result, images), shown))
+        rows.append(
+            (
+                "attack",
+                name,
+                describe(attack),
+                mean_psnr(result, images),
+                shown,
+            )
+        )
         save_row(images, result, args.out / f"attack-{name}.png", args.scale)
     for name in list_defences():
         if name == "comdefend" and args.comdefend is None:
@@ -101,7 +109,15 @@ def main() -> None:
         defence = create_defence(name, **options)
         result = defence(images)
         settings = f"{type(defence).__name__}({defence.extra_repr()})"
-        rows.append(("defence", name, describe(defence), psnr(result, images), settings))
+        rows.append(
+            (
+                "defence",
+                name,
+                describe(defence),
+                mean_psnr(result, images),
+                settings,
+            )
+        )
         save_row(images, result, args.out / f"defence-{name}.png", args.scale)
     for kind, name, _, value, shown in rows:
         print(f"{kind:8} {name:16} {value:6.2f} dB  {shown}")

@@ -24,9 +24,9 @@ from pytorch_msssim import ssim
 
 from invprotect.data import ImageSet, load_image_set, train_test_split
 from invprotect.folders import protect_tree, recover_tree
-from invprotect.imageio import pixel_digest
+from invprotect.imageio import pixel_digest, read_rgb
+from invprotect.metrics import psnr
 from invprotect.models import RAEG
-from invprotect.models.losses import psnr
 from invprotect.targets import Classifier, Ensemble
 from invprotect.training import ClassifierTrainingConfig, train_classifier
 from invprotect.training.protector import ProtectorTrainingConfig, train_protector
@@ -72,8 +72,7 @@ def _copy_test_files(test_index, per_class: int, dst: Path) -> list[Path]:
 
 
 def _images_of(paths: list[Path]) -> torch.Tensor:
-    arrays = [np.asarray(Image.open(p).convert("RGB"), dtype=np.uint8) for p in paths]
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 255
+    return torch.stack([read_rgb(path) for path in paths]).float() / 255
 
 
 def save_grid(
@@ -161,7 +160,7 @@ def run_demo(
                 for arch, member in zip(config.target_archs, members, strict=True)
             }
         for name, images in (("prt", protected), ("rev", recovered)):
-            report[f"P_{name}"] = psnr(images, originals).mean().item()
+            report[f"P_{name}"] = psnr(images, originals).clamp(max=100.0).mean().item()
             report[f"S_{name}"] = ssim(images, originals, data_range=1.0).item()
     report["exact_recovery_rate"] = sum(exact) / len(exact)
     save_grid(originals[:8], protected[:8], recovered[:8], out / "grid.png")

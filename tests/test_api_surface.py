@@ -121,7 +121,6 @@ PUBLIC_API = {
         "median_filter",
         "parse_defence_spec",
         "patch_psnr",
-        "psnr_per_image",
         "reduce_bit_depth",
         "register_defence",
         "resize_down_up",
@@ -130,6 +129,7 @@ PUBLIC_API = {
         "to_grayscale",
         "train_comdefend",
     ],
+    "invprotect.metrics": ["psnr"],
     "invprotect.models": ["RAEG", "RAEG_PRESETS", "Discriminator", "Protector", "RAEGConfig"],
     "invprotect.training": [
         "ClassifierTrainingConfig",

@@ -12,7 +12,7 @@ import typer
 from invprotect._registry import UnknownNameError
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError, atomic_write_bytes
 from invprotect.cli.app import app
-from invprotect.cli.progress import console, progress_bar
+from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.data import default_cache_dir, load_image_set, train_test_split
 from invprotect.defences import (
     COMDEFEND_PRESETS,
@@ -35,11 +35,6 @@ TRAINABLE = ("comdefend",)
 """Defences that ``train-defence`` can train."""
 
 
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/] {message}")
-    return typer.Exit(2)
-
-
 def _canonical_spec(name: str, kwargs: dict[str, Any]) -> str:
     items = ",".join(f"{key}={kwargs[key]!r}" for key in sorted(kwargs))
     return f"{name}:{items}" if items else name
@@ -53,7 +48,7 @@ def _check_manifest(root: Path, record: dict[str, Any], overwrite: bool) -> None
         except (json.JSONDecodeError, OSError):
             previous = None
         if previous != record:
-            raise _fail(
+            raise fail(
                 f"{root} holds images purified with different settings ({path}: {previous}); "
                 "choose another DST, or pass --overwrite to recompute every image"
             )
@@ -131,24 +126,24 @@ def purify(
         name, kwargs = parse_defence_spec(defence)
         model = create_defence(name, **kwargs)
     except (UnknownNameError, CheckpointError, ValueError) as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     if not src.exists():
-        raise _fail(f"SRC {src} does not exist")
+        raise fail(f"SRC {src} does not exist")
     src_abs, dst_abs = src.resolve(), dst.resolve()
     if src.is_dir() and paths_overlap(src_abs, dst_abs):
-        raise _fail(
+        raise fail(
             f"DST {dst} and SRC {src} overlap (equal, or one inside the other); "
             "choose a DST outside SRC so that SRC is never modified"
         )
     if src.is_dir() and dst.exists() and not dst.is_dir():
-        raise _fail(f"DST {dst} exists and is not a folder")
+        raise fail(f"DST {dst} exists and is not a folder")
     jobs, failures = collect_jobs(src_abs, dst_abs)
     if src.is_file() and jobs[0].output == src_abs:
-        raise _fail(f"the output {jobs[0].output} would replace SRC; choose another DST")
+        raise fail(f"the output {jobs[0].output} would replace SRC; choose another DST")
     if threads is not None:
         torch.set_num_threads(threads)
     if not jobs and not failures:
-        raise _fail(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {src}")
+        raise fail(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {src}")
     if src.is_dir():
         record = {"defence": _canonical_spec(name, kwargs)}
         if model.stochastic:
@@ -211,14 +206,14 @@ def train_defence(
     ``invprotect purify SRC DST --defence comdefend:weights=OUT``.
     """
     if name not in TRAINABLE:
-        raise _fail(f"{name!r} is not a trainable defence; trainable: {', '.join(TRAINABLE)}")
+        raise fail(f"{name!r} is not a trainable defence; trainable: {', '.join(TRAINABLE)}")
     if preset not in COMDEFEND_PRESETS:
-        raise _fail(f"unknown preset {preset!r}; choose from {', '.join(COMDEFEND_PRESETS)}")
+        raise fail(f"unknown preset {preset!r}; choose from {', '.join(COMDEFEND_PRESETS)}")
     config = COMDEFEND_PRESETS[preset]
     if size % config.space_to_depth:
-        raise _fail(f"--size must be a multiple of {config.space_to_depth} for preset {preset!r}")
+        raise fail(f"--size must be a multiple of {config.space_to_depth} for preset {preset!r}")
     if (out / CONFIG_FILE).is_file() and not overwrite:
-        raise _fail(f"{out} already holds a checkpoint; pass --overwrite to replace it")
+        raise fail(f"{out} already holds a checkpoint; pass --overwrite to replace it")
     if threads is not None:
         torch.set_num_threads(threads)
     try:
@@ -231,7 +226,7 @@ def train_defence(
                 for index in (train_index, test_index)
             )
     except ValueError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     for bad in train.bad_files + test.bad_files:
         console.print(f"[yellow]skipped[/] {bad.reason}")
     if max_train_images is not None and max_train_images < len(train):

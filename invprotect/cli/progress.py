@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import typer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -14,6 +15,12 @@ from rich.progress import (
 
 console = Console(stderr=True, soft_wrap=True)
 """Where progress and status go (stderr), keeping stdout for results."""
+
+
+def fail(message: str) -> typer.Exit:
+    """Print ``message`` as an error and return the exit (code 2, bad input) to raise."""
+    console.print(f"[red]error:[/] {message}")
+    return typer.Exit(2)
 
 
 def progress_bar() -> Progress:

@@ -11,7 +11,7 @@ import typer
 
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError
 from invprotect.cli.app import app
-from invprotect.cli.progress import console, progress_bar
+from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.cli.targets import load_split
 from invprotect.data import default_cache_dir
 from invprotect.device import pick_device
@@ -28,16 +28,11 @@ STATE_DIR = "train-state"
 """Sub-directory of ``--out`` holding the training state (for resuming)."""
 
 
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/] {message}")
-    return typer.Exit(2)
-
-
 def _load_protector(path: Path, device: str) -> RAEG:
     try:
         return RAEG.load(path, pick_device(device))
     except (CheckpointError, ValueError) as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
 
 
 @app.command("train")
@@ -59,7 +54,7 @@ def train(
 ) -> None:
     """Train a protector against target classifiers; resumable (rerun the same command)."""
     if preset not in RAEG_PRESETS:
-        raise _fail(f"unknown preset {preset!r}; choose from {', '.join(RAEG_PRESETS)}")
+        raise fail(f"unknown preset {preset!r}; choose from {', '.join(RAEG_PRESETS)}")
     if (out / CONFIG_FILE).is_file():
         console.print(f"{out} already holds a trained protector; delete it to train again")
         raise typer.Exit(0)
@@ -73,9 +68,9 @@ def train(
         size = RAEG_PRESETS[preset].image_size
         train_set, _ = load_split(data, size, default_cache_dir(), "decoding")
     except (CheckpointError, ValueError) as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     if train_set.classes != members[0].classes:
-        raise _fail(f"the targets know classes {members[0].classes}, the data {train_set.classes}")
+        raise fail(f"the targets know classes {members[0].classes}, the data {train_set.classes}")
     torch.manual_seed(seed)
     raeg = RAEG.from_preset(preset).to(target_device)
     with progress_bar() as bar:
@@ -123,7 +118,7 @@ def _run_tree(
             task = bar.add_task(command, total=len(jobs), status="")
             report = work(src, dst, raeg, batch_size, lambda n: bar.advance(task, n))
     except ValueError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     for relative, reason in report.failed:
         console.print(f"[yellow]failed[/] {relative}: {reason}")
     for relative in report.altered:

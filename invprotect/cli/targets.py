@@ -11,7 +11,7 @@ import typer
 
 from invprotect.checkpoint import CONFIG_FILE, load_checkpoint
 from invprotect.cli.app import app
-from invprotect.cli.progress import console, progress_bar
+from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.data import ImageSet, default_cache_dir, load_image_set, train_test_split
 from invprotect.device import pick_device
 from invprotect.targets import Classifier, list_archs
@@ -81,8 +81,7 @@ def train_targets(
             epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
         )
     except ValueError as error:
-        console.print(f"[red]error:[/] {error}")
-        raise typer.Exit(2) from None
+        raise fail(str(error)) from None
     if max_train_images is not None and max_train_images < len(train):
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         train = train.subset(keep[:max_train_images].sort().values)

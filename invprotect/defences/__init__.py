@@ -42,7 +42,6 @@ from invprotect.defences.comdefend import (
     TrainingStep,
     comdefend_from_weights,
     evaluate_comdefend,
-    psnr_per_image,
     train_comdefend,
 )
 from invprotect.defences.dipdefend import DIPDefend, DIPResult, patch_psnr
@@ -88,7 +87,6 @@ __all__ = [
     "median_filter",
     "parse_defence_spec",
     "patch_psnr",
-    "psnr_per_image",
     "reduce_bit_depth",
     "register_defence",
     "resize_down_up",

@@ -50,6 +50,7 @@ from torch import Tensor, nn
 from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from invprotect.data import ImageSet
 from invprotect.defences._base import Defence, GeneratorArg
+from invprotect.metrics import psnr
 
 CHECKPOINT_KIND = "invprotect.defences.comdefend"
 """The ``kind`` recorded in a ComDefend checkpoint's ``config.json``."""
@@ -333,12 +334,6 @@ class TrainingStep:
     psnr: float
 
 
-def psnr_per_image(a: Tensor, b: Tensor) -> Tensor:
-    """PSNR (dB, peak 1) of each image pair; identical images give ``inf``."""
-    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1)
-    return 10.0 * torch.log10(1.0 / mse)
-
-
 def evaluate_comdefend(model: ComDefend, images: ImageSet | Tensor, batch_size: int = 256) -> float:
     """Mean PSNR (dB) of the 8-bit ComDefend output against its input.
 
@@ -361,9 +356,9 @@ def evaluate_comdefend(model: ComDefend, images: ImageSet | Tensor, batch_size: 
             batch = (
                 images.batch(index) if isinstance(images, ImageSet) else images[start : index.stop]
             )
-            psnr = psnr_per_image(model(batch), batch).clamp(max=100.0)
-            total += psnr.sum().item()
-            count += psnr.numel()
+            scores = psnr(model(batch), batch).clamp(max=100.0)
+            total += scores.sum().item()
+            count += scores.numel()
     model.train(was_training)
     return total / max(count, 1)
 
@@ -445,8 +440,8 @@ def train_comdefend(
             step += 1
             loss_value = loss.item()
             if progress is not None:
-                psnr = 10.0 * math.log10(1.0 / max(mse.item(), 1e-12))
-                progress(TrainingStep(step, total_steps, epoch, loss_value, psnr))
+                step_psnr = 10.0 * math.log10(1.0 / max(mse.item(), 1e-12))
+                progress(TrainingStep(step, total_steps, epoch, loss_value, step_psnr))
         if step >= total_steps:
             break
     model.eval()

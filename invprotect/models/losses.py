@@ -8,12 +8,6 @@ from pytorch_msssim import ssim
 from torch import Tensor
 
 
-def psnr(a: Tensor, b: Tensor) -> Tensor:
-    """Per-image PSNR in dB between images in ``[0, 1]``, shape ``(B,)``."""
-    mse = (a - b).float().square().flatten(1).mean(1).clamp_min(1e-10)
-    return 10 * torch.log10(1.0 / mse)
-
-
 def fooling_margin_loss(logits: Tensor, labels: Tensor, margin: float = 5.0) -> Tensor:
     """Bounded replacement of the paper's ``-eps * CE(f(I_prt), l)`` term (Eq. 8).
 

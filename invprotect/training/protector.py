@@ -19,12 +19,12 @@ from invprotect.checkpoint import (
     save_checkpoint,
 )
 from invprotect.data import ImageSet
+from invprotect.metrics import psnr
 from invprotect.models import RAEG
 from invprotect.models.losses import (
     discriminator_loss,
     fooling_margin_loss,
     generator_gan_loss,
-    psnr,
     structural_loss,
 )
 
@@ -174,7 +174,7 @@ def train_protector(
         d_loss.backward()
         d_opt.step()
 
-        batch_psnr = psnr(protected.detach(), x).mean().item()
+        batch_psnr = psnr(protected.detach(), x).clamp(max=100.0).mean().item()
         gamma = min(
             10.0, max(1e-6, gamma * math.exp(config.psnr_gain * (batch_psnr - config.target_psnr)))
         )

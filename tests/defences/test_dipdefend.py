@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from invprotect.defences import DIPDefend, patch_psnr, psnr_per_image, sample_generators
+from invprotect.defences import DIPDefend, patch_psnr, sample_generators
+from invprotect.metrics import psnr
 
 FAST = {"channels": (8, 16), "input_channels": 4}
 
@@ -59,8 +60,8 @@ def test_patch_psnr_is_the_worst_patch() -> None:
     b = a.clone()
     b[..., 40:, 40:] = 0.1  # only the bottom-right 32x32 patch differs (partly)
     worst = patch_psnr(a, b, 32)
-    assert worst.item() == pytest.approx(psnr_per_image(a[..., 32:, 32:], b[..., 32:, 32:]).item())
-    assert patch_psnr(a, b, 128).item() == pytest.approx(psnr_per_image(a, b).item())
+    assert worst.item() == pytest.approx(psnr(a[..., 32:, 32:], b[..., 32:, 32:]).item())
+    assert patch_psnr(a, b, 128).item() == pytest.approx(psnr(a, b).item())
 
 
 @pytest.mark.parametrize(
