@@ -9,6 +9,8 @@ from typing import Annotated
 import torch
 import typer
 
+from invprotect._registry import UnknownNameError
+from invprotect.attacks import AttackLayer
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError
 from invprotect.cli.app import app
 from invprotect.cli.progress import console, fail, progress_bar
@@ -21,6 +23,7 @@ from invprotect.targets import Classifier, Ensemble
 from invprotect.training.protector import (
     ProtectorEvent,
     ProtectorTrainingConfig,
+    held_psnr,
     train_protector,
 )
 
@@ -46,7 +49,16 @@ def train(
     ] = 30.0,
     steps: Annotated[int, typer.Option(min=1, help="Generator updates.")] = 2000,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = 32,
-    lr: Annotated[float, typer.Option(help="Adam learning rate.")] = 5e-4,
+    lr: Annotated[
+        float, typer.Option(help="Starting Adam learning rate (cosine decay).")
+    ] = ProtectorTrainingConfig.lr,
+    attacks: Annotated[
+        str | None,
+        typer.Option(
+            help="Attack mix of training as 'name=weight,...' (default: no attack, noise, "
+            "blur, resize, crop and JPEG equally)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, batches and attacks.")] = 0,
     device: Annotated[
         str, typer.Option(help="'auto' (GPU if present), 'cpu', 'cuda[:N]'.")
@@ -63,11 +75,17 @@ def train(
         members = [Classifier.load(path, target_device) for path in targets]
         ensemble = Ensemble(members)
         config = ProtectorTrainingConfig(
-            steps=steps, batch_size=batch_size, lr=lr, target_psnr=target_psnr, seed=seed
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            target_psnr=target_psnr,
+            attacks=_parse_attacks(attacks),
+            seed=seed,
         )
+        AttackLayer(config.attacks)  # refuse unknown attacks before decoding the data
         size = RAEG_PRESETS[preset].image_size
         train_set, _ = load_split(data, size, default_cache_dir(), "decoding")
-    except (CheckpointError, ValueError) as error:
+    except (UnknownNameError, CheckpointError, ValueError) as error:
         raise fail(str(error)) from None
     if train_set.classes != members[0].classes:
         raise fail(f"the targets know classes {members[0].classes}, the data {train_set.classes}")
@@ -78,7 +96,7 @@ def train(
 
         def show(event: ProtectorEvent) -> None:
             status = (
-                f"loss {event.loss:.4f} PSNR {event.psnr:.1f} dB "
+                f"loss {event.loss:.4f} PSNR {event.smoothed_psnr:.1f} dB "
                 f"fooled {event.fooling_rate:.2f} (attacked {event.attacked_fooling_rate:.2f}) "
                 f"recovered acc {event.recovered_accuracy:.2f}"
             )
@@ -86,25 +104,35 @@ def train(
 
         events = train_protector(raeg, ensemble, train_set, config, out / STATE_DIR, show)
     last = events[-50:]
-
-    def mean(values: list[float]) -> float | None:
-        return sum(values) / len(values) if values else None
-
     raeg.metadata = {
         "data": str(data.resolve()),
         "targets": [str(p.resolve()) for p in targets],
         "classes": train_set.classes,
         "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed},
+        "attacks": config.attacks,
         "target_psnr": target_psnr,
-        "final_psnr": mean([e.psnr for e in last]),
-        "final_fooling_rate": mean([e.fooling_rate for e in last]),
+        "train_psnr": held_psnr(raeg, train_set, seed=seed),
+        "final_fooling_rate": sum(e.fooling_rate for e in last) / len(last) if last else None,
     }
     raeg.save(out)
     typer.echo(
         json.dumps(
-            {"out": str(out), **{k: raeg.metadata[k] for k in ("final_psnr", "final_fooling_rate")}}
+            {"out": str(out), **{k: raeg.metadata[k] for k in ("train_psnr", "final_fooling_rate")}}
         )
     )
+
+
+def _parse_attacks(text: str | None) -> dict[str, float] | None:
+    if text is None:
+        return None
+    mix = {}
+    for item in text.split(","):
+        name, _, weight = item.partition("=")
+        try:
+            mix[name.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise ValueError(f"attack weight of {name!r} is not a number: {weight!r}") from None
+    return mix
 
 
 def _run_tree(

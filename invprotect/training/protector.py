@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F  # noqa: N812
-from torch import nn
+from torch import Tensor, nn
 
 from invprotect.attacks import AttackLayer, quantize_ste
 from invprotect.checkpoint import (
@@ -19,6 +19,7 @@ from invprotect.checkpoint import (
     save_checkpoint,
 )
 from invprotect.data import ImageSet
+from invprotect.device import Precision, autocast_dtype
 from invprotect.metrics import psnr
 from invprotect.models import RAEG
 from invprotect.models.losses import (
@@ -28,45 +29,69 @@ from invprotect.models.losses import (
     structural_loss,
 )
 
+THRESHOLD_RANGE = 5.0
+"""The per-image PSNR floor stays within this many dB of the target PSNR."""
+
 
 @dataclass(frozen=True)
 class ProtectorTrainingConfig:
     """Settings of `train_protector`.
 
-    The total generator loss is Eq. (9) of the paper with a steered classification
-    weight: ``MSE(I_prt, I) + alpha (1 - SSIM(I_prt, I)) + beta L1(I_rec, I)
-    + gamma L_cls + delta L_GAN``. ``gamma`` is not a fixed number: after every step it
-    is multiplied by ``exp(psnr_gain * (PSNR - target_psnr))``, so it grows while the
-    protected images are cleaner than the target and shrinks when they are worse,
-    holding the mean PSNR at ``target_psnr``.
+    The generator loss is Eq. (9) of the paper with the image-quality term turned into
+    a constraint a user can state, a target PSNR::
+
+        MSE(I_prt, I) + alpha (1 - SSIM(I_prt, I)) + beta L1(I_rec, I)
+        + fooling_weight L_cls + delta L_GAN
+        + floor_weight * mean_i relu(floor - PSNR_i(I_prt, I))
+
+    ``L_cls`` pushes every image towards misclassification; the last term is a floor
+    on each image's PSNR (dB) that stops it, so every image spends about the same
+    distortion budget. The floor is steered, not fixed: after every step it moves by
+    ``floor_gain * (target_psnr - smoothed PSNR)``, where the smoothed PSNR is an
+    exponential moving average of the batches' mean PSNR, and stays within
+    `THRESHOLD_RANGE` dB of the target. Because the floor acts on the images at once
+    (no weight has to build up first), this holds the mean PSNR at ``target_psnr``
+    without the overshoot of a steered loss weight. The learning rate follows a cosine
+    from ``lr`` down to ``lr * final_lr_fraction``.
 
     Attributes:
         steps: Generator updates.
         batch_size: Images per step.
-        lr: Adam learning rate of generator and discriminator.
-        target_psnr: Wanted PSNR (dB) of the 8-bit protected images.
+        lr: Starting Adam learning rate of generator and discriminator.
+        final_lr_fraction: Learning rate at the last step, as a fraction of ``lr``.
+        target_psnr: Wanted mean PSNR (dB) of the 8-bit protected images.
         alpha: Weight of the structural (1 - SSIM) term, the perceptual loss here.
         beta: Weight of the recovery L1 term.
         delta: Weight of the generator's GAN loss.
         margin: Logit margin of `fooling_margin_loss`.
-        gamma_init: Starting classification weight.
-        psnr_gain: Speed of the PSNR controller (per dB per step, in log space).
+        fooling_weight: Weight of the classification terms.
+        floor_weight: Weight of the PSNR floor (per dB below it).
+        floor_gain: Speed (dB per dB of error per step) at which the floor follows the
+            error of the mean PSNR.
+        psnr_smoothing: Weight of the old value in the moving average of the PSNR.
         attacks: Attack mix of the `AttackLayer` (``None``: its default).
+        precision: Precision of the target classifiers' passes: ``"auto"`` (bfloat16
+            autocast where the hardware has it), ``"bf16"`` or ``"fp32"``. The
+            invertible generator always runs in float32.
         seed: Seeds batch sampling and attacks.
         save_every: Steps between saves of the training state (with ``state_dir``).
     """
 
     steps: int = 2000
     batch_size: int = 32
-    lr: float = 5e-4
+    lr: float = 3e-4
+    final_lr_fraction: float = 0.1
     target_psnr: float = 30.0
     alpha: float = 0.01
     beta: float = 1.0
     delta: float = 0.01
     margin: float = 5.0
-    gamma_init: float = 1e-3
-    psnr_gain: float = 0.02
+    fooling_weight: float = 0.03
+    floor_weight: float = 0.05
+    floor_gain: float = 0.05
+    psnr_smoothing: float = 0.9
     attacks: Mapping[str, float] | None = None
+    precision: Precision = "auto"
     seed: int = 0
     save_every: int = 200
 
@@ -77,6 +102,10 @@ class ProtectorTrainingConfig:
             )
         if not 10.0 <= self.target_psnr <= 60.0:
             raise ValueError(f"target_psnr must be in [10, 60] dB, got {self.target_psnr}")
+        if not 0.0 <= self.psnr_smoothing < 1.0:
+            raise ValueError(f"psnr_smoothing must be in [0, 1), got {self.psnr_smoothing}")
+        if not 0.0 < self.final_lr_fraction <= 1.0:
+            raise ValueError(f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction}")
 
 
 @dataclass(frozen=True)
@@ -88,20 +117,22 @@ class ProtectorEvent:
         steps: Total steps.
         loss: Total generator loss.
         psnr: Mean PSNR (dB) of the batch's 8-bit protected images.
+        smoothed_psnr: Moving average of ``psnr`` that steers ``floor``.
         fooling_rate: Fraction of protected images the ensemble misclassifies.
         attacked_fooling_rate: The same after the attack layer.
         recovered_accuracy: Fraction of recovered images classified right.
-        gamma: Current classification weight.
+        floor: Current per-image PSNR floor (dB).
     """
 
     step: int
     steps: int
     loss: float
     psnr: float
+    smoothed_psnr: float
     fooling_rate: float
     attacked_fooling_rate: float
     recovered_accuracy: float
-    gamma: float
+    floor: float
 
 
 def train_protector(
@@ -136,13 +167,23 @@ def train_protector(
     attack_layer = AttackLayer(config.attacks)
     g_opt = torch.optim.Adam(raeg.generator.parameters(), lr=config.lr)
     d_opt = torch.optim.Adam(raeg.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
-    start, gamma = 0, config.gamma_init
+    cast = autocast_dtype(device, config.precision)
+
+    def classify(batch: Tensor) -> Tensor:
+        batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=cast or torch.float32, enabled=cast is not None):
+            return ensemble(batch).float()
+
+    start, floor, smoothed = 0, config.target_psnr, None
     if state_dir and (Path(state_dir) / "config.json").is_file():
-        start, gamma = _resume(raeg, g_opt, d_opt, state_dir, config)
+        start, floor, smoothed = _resume(raeg, g_opt, d_opt, state_dir, config)
     ensemble.eval()
     events: list[ProtectorEvent] = []
     for step in range(start, config.steps):
         raeg.train()
+        for optimizer in (g_opt, d_opt):
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(config, step)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
         index = torch.randint(0, len(images), (config.batch_size,), generator=generator)
         x = images.batch(index, device=device)
@@ -151,19 +192,21 @@ def train_protector(
         protected = quantize_ste(raeg.generate(x).clamp(0.0, 1.0))
         attacked = attack_layer(protected, generator=generator).images
         recovered = raeg.generator.inverse(protected)
-        logits_prt, logits_atk = ensemble(protected), ensemble(attacked)
-        logits_rec = ensemble(recovered.clamp(0.0, 1.0))
+        logits_prt, logits_atk = classify(protected), classify(attacked)
+        logits_rec = classify(recovered.clamp(0.0, 1.0))
         classification = (
             fooling_margin_loss(logits_prt, labels, config.margin)
             + fooling_margin_loss(logits_atk, labels, config.margin)
             + F.cross_entropy(logits_rec, labels)
         )
+        image_psnr = _bounded_psnr(protected, x)
         loss = (
             F.mse_loss(protected, x)
             + config.alpha * structural_loss(protected, x)
             + config.beta * F.l1_loss(recovered, x)
-            + gamma * classification
+            + config.fooling_weight * classification
             + config.delta * generator_gan_loss(raeg.discriminator(protected))
+            + config.floor_weight * F.relu(floor - image_psnr).mean()
         )
         g_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -174,27 +217,64 @@ def train_protector(
         d_loss.backward()
         d_opt.step()
 
-        batch_psnr = psnr(protected.detach(), x).clamp(max=100.0).mean().item()
-        gamma = min(
-            10.0, max(1e-6, gamma * math.exp(config.psnr_gain * (batch_psnr - config.target_psnr)))
+        batch_psnr = image_psnr.detach().clamp(max=100.0).mean().item()
+        smoothed = (
+            batch_psnr
+            if smoothed is None
+            else config.psnr_smoothing * smoothed + (1 - config.psnr_smoothing) * batch_psnr
         )
+        error = max(-THRESHOLD_RANGE, min(THRESHOLD_RANGE, config.target_psnr - smoothed))
+        floor += config.floor_gain * error
+        floor = min(config.target_psnr + THRESHOLD_RANGE, floor)
+        floor = max(config.target_psnr - THRESHOLD_RANGE, floor)
         event = ProtectorEvent(
             step + 1,
             config.steps,
             loss.item(),
             batch_psnr,
+            smoothed,
             (logits_prt.argmax(1) != labels).float().mean().item(),
             (logits_atk.argmax(1) != labels).float().mean().item(),
             (logits_rec.argmax(1) == labels).float().mean().item(),
-            gamma,
+            floor,
         )
         events.append(event)
         if on_event is not None:
             on_event(event)
         if state_dir and ((step + 1) % config.save_every == 0 or step + 1 == config.steps):
-            _save(raeg, g_opt, d_opt, state_dir, config, step + 1, gamma)
+            _save(raeg, g_opt, d_opt, state_dir, config, step + 1, floor, smoothed)
     raeg.eval()
     return events
+
+
+@torch.no_grad()
+def held_psnr(raeg: RAEG, images: ImageSet, count: int = 1000, seed: int = 0) -> float:
+    """Mean PSNR (dB) of 8-bit protected images of ``count`` seeded random ``images``.
+
+    This is the figure the target-PSNR knob holds: measured in ``eval()`` mode, after
+    rounding to 8 bits, as the protected files will be.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(images), generator=generator)[:count]
+    device = next(raeg.parameters()).device
+    values = []
+    for chunk in index.split(250):
+        x = images.batch(chunk, device=device)
+        protected = (raeg.eval().protect(x) * 255).round() / 255
+        values.append(psnr(protected, x).clamp(max=100.0))
+    return torch.cat(values).mean().item()
+
+
+def _learning_rate(config: ProtectorTrainingConfig, step: int) -> float:
+    progress = step / max(1, config.steps - 1)
+    lowest = config.lr * config.final_lr_fraction
+    return lowest + (config.lr - lowest) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _bounded_psnr(a: Tensor, b: Tensor) -> Tensor:
+    """Per-image PSNR (dB) with a finite value and gradient for identical images."""
+    mse = (a - b).square().flatten(1).mean(1).clamp(min=1e-10)
+    return -10.0 * torch.log10(mse)
 
 
 def _settings(config: ProtectorTrainingConfig) -> dict:
@@ -210,11 +290,17 @@ def _save(
     state_dir: str | Path,
     config: ProtectorTrainingConfig,
     steps_done: int,
-    gamma: float,
+    floor: float,
+    smoothed_psnr: float,
 ) -> None:
     tensors = {f"model.{k}": v for k, v in raeg.state_dict().items()}
     tensors |= optimizer_tensors(g_opt, "g_opt") | optimizer_tensors(d_opt, "d_opt")
-    meta = {"steps_done": steps_done, "gamma": gamma, "config": _settings(config)}
+    meta = {
+        "steps_done": steps_done,
+        "floor": floor,
+        "smoothed_psnr": smoothed_psnr,
+        "config": _settings(config),
+    }
     save_checkpoint(state_dir, tensors, meta)
 
 
@@ -224,7 +310,7 @@ def _resume(
     d_opt: torch.optim.Optimizer,
     state_dir: str | Path,
     config: ProtectorTrainingConfig,
-) -> tuple[int, float]:
+) -> tuple[int, float, float]:
     tensors, meta = load_checkpoint(state_dir)
     if meta["config"] != _settings(config):
         raise ValueError(
@@ -233,4 +319,4 @@ def _resume(
     raeg.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     load_optimizer_tensors(g_opt, tensors, "g_opt")
     load_optimizer_tensors(d_opt, tensors, "d_opt")
-    return int(meta["steps_done"]), float(meta["gamma"])
+    return int(meta["steps_done"]), float(meta["floor"]), float(meta["smoothed_psnr"])

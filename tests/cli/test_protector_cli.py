@@ -35,10 +35,13 @@ def test_train_protect_recover(small_image_folder: Path, tmp_path: Path) -> None
         *("train", "--data", str(small_image_folder), "--targets", str(target)),
         *("--out", str(key), "--steps", "3", "--batch-size", "4"),
     ]
-    result = runner.invoke(app, train_args)
+    refused = runner.invoke(app, [*train_args, "--attacks", "identity=1,jpg=2"])
+    assert refused.exit_code != 0 and "jpg" in refused.output and not key.exists()
+    result = runner.invoke(app, [*train_args, "--attacks", "identity=1,jpeg_ss=1"])
     assert result.exit_code == 0, result.output
-    assert _json(result.stdout)["final_psnr"] > 10
+    assert _json(result.stdout)["train_psnr"] > 10
     assert RAEG.load(key).metadata["classes"] == ["airplane", "cat", "ship"]
+    assert RAEG.load(key).metadata["attacks"] == {"identity": 1.0, "jpeg_ss": 1.0}
 
     (small_image_folder / "cat" / "broken.png").write_bytes(b"")
     protected = tmp_path / "protected"
