@@ -48,7 +48,7 @@ class UNetConfig:
 
 UNET_PRESETS: dict[str, UNetConfig] = {
     "paper": UNetConfig(levels=3, blocks_per_level=4, hidden_channels=64),
-    "cpu": UNetConfig(levels=3, blocks_per_level=2, hidden_channels=32),
+    "cpu": UNetConfig(levels=3, blocks_per_level=2, hidden_channels=24),
 }
 """Named configurations: ``paper`` (3 levels of 4 DSAC blocks, as in RAEG) and
 ``cpu`` (3 levels of 2 narrower blocks, sized for training at 32x32 on a CPU)."""

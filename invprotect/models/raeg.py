@@ -86,6 +86,8 @@ class RAEG(nn.Module, Protector):
             3, config.discriminator_width, config.discriminator_depth
         )
         self.metadata: dict[str, Any] = dict(metadata or {})
+        # Channels-last convolutions run about twice as fast on CPUs (oneDNN).
+        self.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> RAEG:
@@ -108,7 +110,7 @@ class RAEG(nn.Module, Protector):
 
     def generate(self, images: Tensor) -> Tensor:
         """The generator's forward pass, unclipped (for training losses)."""
-        return self.generator.transform(images)
+        return self.generator.transform(_channels_last(images)).contiguous()
 
     def protect(self, images: Tensor) -> Tensor:
         """Protected images in ``[0, 1]`` (the forward pass, clipped)."""
@@ -116,7 +118,7 @@ class RAEG(nn.Module, Protector):
 
     def recover(self, images: Tensor) -> Tensor:
         """Recovered images in ``[0, 1]`` (the backward pass, clipped)."""
-        return self.generator.inverse(images).clamp(0.0, 1.0)
+        return self.generator.inverse(_channels_last(images)).contiguous().clamp(0.0, 1.0)
 
     def save(self, path: str | Path) -> Path:
         """Write ``weights.safetensors`` (generator and discriminator) and ``config.json``."""
@@ -141,3 +143,7 @@ class RAEG(nn.Module, Protector):
         except RuntimeError as error:
             raise CheckpointError(f"{path}: weights do not match the config: {error}") from None
         return model.to(device).eval()
+
+
+def _channels_last(images: Tensor) -> Tensor:
+    return images.contiguous(memory_format=torch.channels_last) if images.dim() == 4 else images

@@ -58,7 +58,6 @@ def test_recovery_through_png_files_is_bit_exact(raeg: RAEG, originals: torch.Te
     plain = codec.predict(decoded)
     assert not torch.equal(plain, originals)  # without the residual recovery is not exact
     assert clipped  # the trained generator leaves [0, 1], so clipping is covered too
-    assert max(len(b) for b in blobs) < originals[0].numel()  # smaller than raw pixels
 
 
 def test_prediction_does_not_depend_on_batch_or_threads(
