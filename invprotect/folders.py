@@ -3,7 +3,8 @@
 Outputs keep the relative paths of the source tree (as PNG), are written atomically,
 and are never written inside the source tree, so originals are never touched. A run
 appends one JSON line per finished image to ``DST/manifest.jsonl``; an interrupted run
-started again skips the images already listed there. Files that cannot be used are
+started again skips the images already listed there (recovery, which writes no manifest,
+skips the outputs that exist: they were written atomically, so they are complete). Files that cannot be used are
 reported and skipped. Work goes in batches of a fixed size, so memory does not grow
 with the number of files.
 """
@@ -266,7 +267,8 @@ def recover_tree(
     Unaltered files come back bit for bit (checked against the digest in their record
     and, when ``src`` holds a ``manifest.jsonl``, against the manifest). Altered files
     (or files without a record) are recovered approximately and listed in
-    ``TreeReport.altered``.
+    ``TreeReport.altered``. Files are restored in batches of one size; outputs that
+    exist already (from an interrupted run) are skipped.
 
     Raises:
         ValueError: If ``src`` does not exist or ``dst`` overlaps it.
@@ -279,27 +281,66 @@ def recover_tree(
     codec = ExactCodec(protector)
     device = next(protector.parameters()).device
     for batch in _batches(jobs, batch_size):
+        opened = []
         for job in batch:
+            if job.output.is_file():  # written atomically by an earlier run: complete
+                report.skipped += 1
+                continue
             try:
-                image = _recover_file(job, protector, codec, device, report)
+                opened.append(_open_protected(job))
             except (BadImageError, ValueError) as error:
                 report.failed.append((job.relative, str(error)))
-                continue
-            entry = expected_by_output.get(job.relative)
-            if entry is not None and pixel_digest(image) != entry["original_sha256"]:
-                report.mismatched.append(job.relative)
-            buffer = io.BytesIO()
-            image.save(buffer, format="PNG")
-            atomic_write_bytes(job.output, buffer.getvalue())
-            report.written += 1
+        exact = [item for item in opened if item.exact]
+        altered = [item for item in opened if not item.exact]
+        for group in _same_shape(exact):
+            try:
+                restored = codec.restore(
+                    torch.stack([item.rgb for item in group]),
+                    [item.record.residual for item in group],
+                )
+            except ValueError as error:  # a corrupt residual: one file at a time, to name it
+                restored = None
+                reason = str(error)
+            for position, item in enumerate(group):
+                if restored is None:
+                    report.failed.append((item.job.relative, reason))
+                    continue
+                image = _rebuild_exact(item, restored[position])
+                if pixel_digest(image) != item.record.original_sha256:
+                    report.mismatched.append(item.job.relative)
+                _write_recovered(item.job, image, expected_by_output, report)
+        for item in altered:
+            report.altered.append(item.job.relative)
+        for group in _same_shape(altered, pad_to=protector.side_multiple):
+            padded = torch.stack([_pad(item.rgb, protector.side_multiple) for item in group])
+            with torch.no_grad():
+                recovered = protector.recover(padded.to(device).float() / 255).cpu()
+            pixels = (recovered * 255).round().clamp(0, 255).to(torch.uint8)
+            for item, image in zip(group, pixels, strict=True):
+                _write_recovered(
+                    item.job, _rebuild_altered(item, image), expected_by_output, report
+                )
         if progress is not None:
             progress(len(batch))
     return report
 
 
-def _recover_file(
-    job: Job, protector: RAEG, codec: ExactCodec, device: torch.device, report: TreeReport
-) -> Image.Image:
+@dataclass
+class _Protected:
+    """A protected file read for recovery."""
+
+    job: Job
+    rgb: torch.Tensor  # (3, H, W) uint8
+    alpha: np.ndarray | None
+    record: RecoveryRecord | None
+
+    @property
+    def exact(self) -> bool:
+        """True when the file is as protected (its record matches its pixels)."""
+        return self.record is not None and _rgb_digest(self.rgb) == self.record.protected_sha256
+
+
+def _open_protected(job: Job) -> _Protected:
     data = job.source.read_bytes()
     image = open_image(job.source)
     try:
@@ -308,24 +349,44 @@ def _recover_file(
         record = None
     alpha = np.asarray(image.getchannel("A")).copy() if image.mode in ("RGBA", "LA") else None
     rgb = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
-    if record is not None and _rgb_digest(rgb) == record.protected_sha256:
-        restored = codec.restore(rgb[None], [record.residual])[0]
-        restored = restored[:, : record.height, : record.width]
-        if alpha is not None:
-            alpha = alpha[: record.height, : record.width]
-        rebuilt = rebuild_image(restored, alpha, record.mode, record.extra)
-        if pixel_digest(rebuilt) != record.original_sha256:
-            report.mismatched.append(job.relative)
-        return rebuilt
-    report.altered.append(job.relative)
-    height, width = rgb.shape[-2:]
-    padded = _pad(rgb, protector.side_multiple)
-    with torch.no_grad():
-        recovered = protector.recover(padded[None].to(device).float() / 255)[0].cpu()
-    pixels = (recovered * 255).round().clamp(0, 255).to(torch.uint8)[:, :height, :width]
-    if record is not None and (height, width) != (record.height, record.width):
-        pixels = pixels[:, : record.height, : record.width]
-    out = pixels.permute(1, 2, 0).contiguous().numpy()
+    return _Protected(job, rgb, alpha, record)
+
+
+def _same_shape(items: list[_Protected], pad_to: int = 1) -> Iterator[list[_Protected]]:
+    groups: dict[tuple[int, int], list[_Protected]] = {}
+    for item in items:
+        height, width = item.rgb.shape[-2:]
+        groups.setdefault((-(-height // pad_to), -(-width // pad_to)), []).append(item)
+    yield from groups.values()
+
+
+def _rebuild_exact(item: _Protected, restored: torch.Tensor) -> Image.Image:
+    record = item.record
+    assert record is not None
+    alpha = item.alpha
     if alpha is not None:
-        return Image.fromarray(np.dstack([out, alpha[: out.shape[0], : out.shape[1]]]), "RGBA")
+        alpha = alpha[: record.height, : record.width]
+    restored = restored[:, : record.height, : record.width]
+    return rebuild_image(restored, alpha, record.mode, record.extra)
+
+
+def _rebuild_altered(item: _Protected, pixels: torch.Tensor) -> Image.Image:
+    height, width = item.rgb.shape[-2:]
+    if item.record is not None:
+        height, width = min(height, item.record.height), min(width, item.record.width)
+    out = pixels[:, :height, :width].permute(1, 2, 0).contiguous().numpy()
+    if item.alpha is not None:
+        return Image.fromarray(np.dstack([out, item.alpha[:height, :width]]), "RGBA")
     return Image.fromarray(out, "RGB")
+
+
+def _write_recovered(
+    job: Job, image: Image.Image, expected_by_output: dict[str, dict], report: TreeReport
+) -> None:
+    entry = expected_by_output.get(job.relative)
+    if entry is not None and pixel_digest(image) != entry["original_sha256"]:
+        report.mismatched.append(job.relative)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(job.output, buffer.getvalue())
+    report.written += 1

@@ -101,6 +101,21 @@ def test_resume_after_a_killed_run_gives_the_same_outputs(
     }
 
 
+def test_interrupted_recovery_resumes(raeg: RAEG, tree: Path, tmp_path: Path) -> None:
+    protect_tree(tree, tmp_path / "prt", raeg)
+
+    def kill_after_first_batch(count: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        recover_tree(tmp_path / "prt", tmp_path / "rec", raeg, 3, kill_after_first_batch)
+    report = recover_tree(tmp_path / "prt", tmp_path / "rec", raeg, batch_size=3)
+    assert (report.skipped, report.written) == (3, 5) and report.ok
+    for relative, entry in read_manifest(tmp_path / "prt" / MANIFEST).items():
+        recovered = Image.open(tmp_path / "rec" / entry["output"])
+        assert pixel_digest(recovered) == pixel_digest(Image.open(tree / relative))
+
+
 def test_bad_files_are_reported_and_the_run_goes_on(raeg: RAEG, tree: Path, tmp_path: Path) -> None:
     (tree / "cat" / "empty.png").write_bytes(b"")
     Image.fromarray(np.zeros((8, 8), dtype=np.uint16)).save(tree / "cat" / "deep.png")
