@@ -77,6 +77,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import cpu_model
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, flop_registry
@@ -350,18 +351,6 @@ def measure_memory(
 
 
 # ----------------------------------------------------------------------------- reporting
-
-
-def cpu_model() -> str:
-    """The ``model name`` line of ``/proc/cpuinfo``, or ``unknown``."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def machine_info(threads: int) -> dict[str, Any]:

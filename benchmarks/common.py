@@ -37,19 +37,19 @@ def machine() -> dict[str, Any]:
     }
 
 
-def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (MiB, from ``/proc/self/status``)."""
+def _status_mib(field: str) -> float:
     with open("/proc/self/status", encoding="utf-8") as status:
         for line in status:
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
-    raise OSError("VmHWM not found in /proc/self/status")
+    raise OSError(f"{field} not found in /proc/self/status")
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process so far (MiB, from ``/proc/self/status``)."""
+    return _status_mib("VmHWM")
 
 
 def rss_mib() -> float:
     """Current resident memory of this process (MiB)."""
-    with open("/proc/self/status", encoding="utf-8") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise OSError("VmRSS not found in /proc/self/status")
+    return _status_mib("VmRSS")
