@@ -7,7 +7,7 @@ Four phases, each optional, all written to one JSON report (``--json``):
   updates of batch ``--batch-size`` at ``--target-psnr``. Resumable: the state lives in
   ``OUT/train-state`` and a finished protector in ``OUT/protector`` is reused. The
   wall time of the training steps run by this call is recorded.
-* **evaluate**: on the first ``--eval-images`` test images (all 10,000 by default), the
+* **evaluate**: on ``--eval-images`` seeded random test images (all 10,000 by default), the
   paper's Table 2 columns: A_ori, A_prt, A_rev per target (A_rev on the exact recovery;
   ``A_rev_network`` on the network's inverse of the 8-bit protected image alone), P/S of
   protected and recovered images (PSNR peak 1, SSIM of pytorch-msssim), A_prt after real
@@ -161,6 +161,8 @@ def evaluate(
     codec = ExactCodec(raeg)
     jpeg50 = create_defence_from_spec("jpeg:quality=50")
     count = min(args.eval_images, len(test))
+    # a seeded random subset (the test set is sorted by class); all of it by default
+    chosen = torch.randperm(len(test), generator=torch.Generator().manual_seed(args.seed))[:count]
     models = members | unseen
     correct: dict[str, dict[str, float]] = {
         key: dict.fromkeys(models, 0.0) for key in ("ori", "prt", "prt_jpeg50", "rev", "rev_net")
@@ -168,9 +170,9 @@ def evaluate(
     sums = dict.fromkeys(("P_prt", "S_prt", "P_rev", "S_rev", "P_rev_net"), 0.0)
     exact = 0
     for start in range(0, count, 500):
-        index = range(start, min(count, start + 500))
-        x, labels = test.batch(index), test.labels[list(index)]
-        originals = test.images[list(index)]
+        index = chosen[start : start + 500]
+        x, labels = test.batch(index), test.labels[index]
+        originals = test.images[index]
         protected = quantize_ste(raeg.protect(x))
         protected_8bit = (protected * 255).round().to(torch.uint8)
         restored = codec.restore(protected_8bit, codec.residuals(originals, protected_8bit))
