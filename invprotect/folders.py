@@ -4,9 +4,9 @@ Outputs keep the relative paths of the source tree (as PNG), are written atomica
 and are never written inside the source tree, so originals are never touched. A run
 appends one JSON line per finished image to ``DST/manifest.jsonl``; an interrupted run
 started again skips the images already listed there (recovery, which writes no manifest,
-skips the outputs that exist: they were written atomically, so they are complete). Files that cannot be used are
-reported and skipped. Work goes in batches of a fixed size, so memory does not grow
-with the number of files.
+skips the outputs that exist: they were written atomically, so they are complete). Files
+that cannot be used are reported and skipped. Work goes in batches of a fixed size, so
+memory does not grow with the number of files.
 """
 
 from __future__ import annotations
