@@ -24,6 +24,7 @@ from invprotect.training.protector import (
     ProtectorEvent,
     ProtectorTrainingConfig,
     held_psnr,
+    perceptual_loss,
     train_protector,
 )
 
@@ -52,6 +53,13 @@ def train(
     lr: Annotated[
         float, typer.Option(help="Starting Adam learning rate (cosine decay).")
     ] = ProtectorTrainingConfig.lr,
+    perceptual: Annotated[
+        str,
+        typer.Option(
+            help="Perceptual loss: 'ssim', or a classifier checkpoint whose first "
+            "convolutions' activations are compared."
+        ),
+    ] = "ssim",
     attacks: Annotated[
         str | None,
         typer.Option(
@@ -79,10 +87,12 @@ def train(
             batch_size=batch_size,
             lr=lr,
             target_psnr=target_psnr,
+            perceptual=perceptual,
             attacks=_parse_attacks(attacks),
             seed=seed,
         )
         AttackLayer(config.attacks)  # refuse unknown attacks before decoding the data
+        perceptual_loss(perceptual, target_device)  # ... and an unusable perceptual network
         size = RAEG_PRESETS[preset].image_size
         train_set, _ = load_split(data, size, default_cache_dir(), "decoding")
     except (UnknownNameError, CheckpointError, ValueError) as error:
@@ -110,6 +120,7 @@ def train(
         "classes": train_set.classes,
         "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed},
         "attacks": config.attacks,
+        "perceptual": perceptual,
         "target_psnr": target_psnr,
         "train_psnr": held_psnr(raeg, train_set, seed=seed),
         "final_fooling_rate": sum(e.fooling_rate for e in last) / len(last) if last else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F  # noqa: N812
 from pytorch_msssim import ssim
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def fooling_margin_loss(logits: Tensor, labels: Tensor, margin: float = 5.0) -> Tensor:
@@ -44,3 +44,54 @@ def discriminator_loss(real_logits: Tensor, fake_logits: Tensor) -> Tensor:
     real = F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
     fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
     return real + fake
+
+
+class FeatureLoss(nn.Module):
+    """Perceptual loss on the activations of a frozen network's first convolutions.
+
+    The paper's perceptual loss compares VGG16 features of ImageNet weights, which
+    cannot be downloaded everywhere. This loss takes any network instead: the outputs
+    of its first ``layers`` `torch.nn.Conv2d` modules (in module order) are recorded with
+    forward hooks, and the loss is the mean over those layers of the mean squared
+    difference between the two images' activations. A `invprotect.targets.Classifier`
+    trained on the owner's data works (its normalisation is inside it), and so does a
+    torchvision VGG16 where its weights are at hand.
+
+    Args:
+        network: Any module taking ``[0, 1]`` images; frozen and put in ``eval()`` mode.
+        layers: How many of its first convolutions to compare.
+
+    Raises:
+        ValueError: If ``network`` has fewer than ``layers`` convolutions.
+    """
+
+    def __init__(self, network: nn.Module, layers: int = 4) -> None:
+        super().__init__()
+        convolutions = [m for m in network.modules() if isinstance(m, nn.Conv2d)]
+        if layers < 1 or len(convolutions) < layers:
+            raise ValueError(
+                f"the network has {len(convolutions)} convolutions; cannot compare {layers}"
+            )
+        self.network = network.eval().requires_grad_(False)
+        self.layers = layers
+        self._outputs: list[Tensor] = []
+        for conv in convolutions[:layers]:
+            conv.register_forward_hook(lambda _m, _i, output: self._outputs.append(output))
+
+    def train(self, mode: bool = True) -> FeatureLoss:
+        """Keep the network in ``eval()`` mode (batch-norm statistics stay fixed)."""
+        super().train(mode)
+        self.network.eval()
+        return self
+
+    def features(self, images: Tensor) -> list[Tensor]:
+        """The recorded activations of ``images``, first convolution first."""
+        self._outputs = []
+        self.network(images)
+        features, self._outputs = self._outputs[: self.layers], []
+        return features
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """Mean over the layers of the mean squared activation difference of ``a`` and ``b``."""
+        pairs = zip(self.features(a), self.features(b), strict=True)
+        return torch.stack([F.mse_loss(x.float(), y.float()) for x, y in pairs]).mean()

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from invprotect.attacks import AttackLayer, quantize_ste
 from invprotect.checkpoint import (
+    CheckpointError,
     load_checkpoint,
     load_optimizer_tensors,
     optimizer_tensors,
@@ -23,11 +24,13 @@ from invprotect.device import Precision, autocast_dtype
 from invprotect.metrics import psnr
 from invprotect.models import RAEG
 from invprotect.models.losses import (
+    FeatureLoss,
     discriminator_loss,
     fooling_margin_loss,
     generator_gan_loss,
     structural_loss,
 )
+from invprotect.targets import Classifier
 
 THRESHOLD_RANGE = 5.0
 """The per-image PSNR floor stays within this many dB of the target PSNR."""
@@ -40,7 +43,7 @@ class ProtectorTrainingConfig:
     The generator loss is Eq. (9) of the paper with the image-quality term turned into
     a constraint a user can state, a target PSNR::
 
-        MSE(I_prt, I) + alpha (1 - SSIM(I_prt, I)) + beta L1(I_rec, I)
+        MSE(I_prt, I) + alpha L_perceptual(I_prt, I) + beta L1(I_rec, I)
         + fooling_weight L_cls + delta L_GAN
         + floor_weight * mean_i relu(floor - PSNR_i(I_prt, I))
 
@@ -60,7 +63,12 @@ class ProtectorTrainingConfig:
         lr: Starting Adam learning rate of generator and discriminator.
         final_lr_fraction: Learning rate at the last step, as a fraction of ``lr``.
         target_psnr: Wanted mean PSNR (dB) of the 8-bit protected images.
-        alpha: Weight of the structural (1 - SSIM) term, the perceptual loss here.
+        alpha: Weight of the perceptual term.
+        perceptual: The perceptual term: ``"ssim"`` (default: ``1 - SSIM``, which needs no
+            weights), or the path of a `invprotect.targets.Classifier` checkpoint whose
+            first four convolutions' activations are compared (`FeatureLoss`; the
+            paper's ImageNet VGG16 cannot be downloaded everywhere, and a network
+            trained on the owner's data is at hand). Scale ``alpha`` to the loss chosen.
         beta: Weight of the recovery L1 term.
         delta: Weight of the generator's GAN loss.
         margin: Logit margin of `fooling_margin_loss`.
@@ -83,6 +91,7 @@ class ProtectorTrainingConfig:
     final_lr_fraction: float = 0.1
     target_psnr: float = 30.0
     alpha: float = 0.01
+    perceptual: str = "ssim"
     beta: float = 1.0
     delta: float = 0.01
     margin: float = 5.0
@@ -168,6 +177,7 @@ def train_protector(
     g_opt = torch.optim.Adam(raeg.generator.parameters(), lr=config.lr)
     d_opt = torch.optim.Adam(raeg.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
     cast = autocast_dtype(device, config.precision)
+    perceptual = perceptual_loss(config.perceptual, device)
 
     def classify(batch: Tensor) -> Tensor:
         batch = batch.contiguous(memory_format=torch.channels_last)
@@ -202,7 +212,7 @@ def train_protector(
         image_psnr = _bounded_psnr(protected, x)
         loss = (
             F.mse_loss(protected, x)
-            + config.alpha * structural_loss(protected, x)
+            + config.alpha * perceptual(protected, x)
             + config.beta * F.l1_loss(recovered, x)
             + config.fooling_weight * classification
             + config.delta * generator_gan_loss(raeg.discriminator(protected))
@@ -245,6 +255,23 @@ def train_protector(
             _save(raeg, g_opt, d_opt, state_dir, config, step + 1, floor, smoothed)
     raeg.eval()
     return events
+
+
+def perceptual_loss(spec: str, device: torch.device) -> Callable[[Tensor, Tensor], Tensor]:
+    """The perceptual loss named by ``spec``: ``"ssim"`` or a classifier checkpoint path.
+
+    Raises:
+        ValueError: If ``spec`` is neither ``"ssim"`` nor a loadable classifier.
+    """
+    if spec == "ssim":
+        return structural_loss
+    try:
+        classifier = Classifier.load(spec, device)
+    except (CheckpointError, OSError) as error:
+        raise ValueError(
+            f"perceptual must be 'ssim' or a classifier checkpoint; {spec!r}: {error}"
+        ) from None
+    return FeatureLoss(classifier)
 
 
 @torch.no_grad()

@@ -37,11 +37,16 @@ def test_train_protect_recover(small_image_folder: Path, tmp_path: Path) -> None
     ]
     refused = runner.invoke(app, [*train_args, "--attacks", "identity=1,jpg=2"])
     assert refused.exit_code != 0 and "jpg" in refused.output and not key.exists()
-    result = runner.invoke(app, [*train_args, "--attacks", "identity=1,jpeg_ss=1"])
+    refused = runner.invoke(app, [*train_args, "--perceptual", str(tmp_path / "nothing")])
+    assert refused.exit_code != 0 and "perceptual" in refused.output and not key.exists()
+    result = runner.invoke(
+        app, [*train_args, "--attacks", "identity=1,jpeg_ss=1", "--perceptual", str(target)]
+    )
     assert result.exit_code == 0, result.output
     assert _json(result.stdout)["train_psnr"] > 10
     assert RAEG.load(key).metadata["classes"] == ["airplane", "cat", "ship"]
     assert RAEG.load(key).metadata["attacks"] == {"identity": 1.0, "jpeg_ss": 1.0}
+    assert RAEG.load(key).metadata["perceptual"] == str(target)
 
     (small_image_folder / "cat" / "broken.png").write_bytes(b"")
     protected = tmp_path / "protected"
