@@ -149,7 +149,7 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
             f"{name} must be a non-empty uint8 array of shape (H, W) or (H, W, C), got "
             f"{image.dtype} {image.shape}; convert 8-bit pixels with np.asarray(x, np.uint8)"
         )
-    return image
+    return np.ascontiguousarray(image)  # views (a permuted tensor) would be written as copies
 
 
 def _layout(shape: tuple[int, ...]) -> _Layout | None:

@@ -255,3 +255,13 @@ def test_docstring_examples_run(module_name: str) -> None:
     result = doctest.testmod(importlib.import_module(module_name), verbose=False)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+def test_views_with_other_strides_work_like_contiguous_arrays(cifar10_root: Path) -> None:
+    path = sorted((cifar10_root / "test" / "cat").glob("*.jpg"))[0]
+    planar = np.ascontiguousarray(np.asarray(Image.open(path).convert("RGB")).transpose(2, 0, 1))
+    view = planar.transpose(1, 2, 0)  # (H, W, C) with the strides of a permuted tensor
+    assert not view.flags.c_contiguous
+    marked = embed(view, b"payload")
+    payload, cover = extract(marked[::1, ::1])
+    assert payload == b"payload" and np.array_equal(cover, view)
