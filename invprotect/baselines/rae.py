@@ -329,11 +329,7 @@ class RAE(Protector):
         Raises:
             CheckpointError: If ``path`` is not an RAE checkpoint.
         """
-        _, settings = load_checkpoint(path)
-        if settings.get("format") != _FORMAT:
-            raise CheckpointError(
-                f"{path} is not an RAE protector (format {settings.get('format')!r})"
-            )
+        settings = _settings_of(path, _FORMAT, "RAE")
         try:
             return cls(model, settings["attack"], settings.get("attack_params"))
         except (KeyError, ValueError) as error:
@@ -346,6 +342,16 @@ class RAE(Protector):
                 "pass the target classifier (or ensemble) to protect"
             )
         return self.model
+
+
+def _settings_of(path: str | Path, expected_format: str, method: str) -> dict[str, Any]:
+    """The JSON settings of a baseline checkpoint, refused unless of ``expected_format``."""
+    _, settings = load_checkpoint(path)
+    if settings.get("format") != expected_format:
+        raise CheckpointError(
+            f"{path} is not an {method} protector (format {settings.get('format')!r})"
+        )
+    return settings
 
 
 def _check_attack(attack: str, params: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -69,10 +69,11 @@ from invprotect.baselines.rae import (
     _inflate,
     _recover_all,
     _recover_float,
+    _settings_of,
     _to_uint8_hwc,
     _uint8_hwc,
 )
-from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from invprotect.checkpoint import CheckpointError, save_checkpoint
 from invprotect.models.protector import Protector
 from invprotect.rdh import CapacityError, capacity, embed
 
@@ -380,11 +381,7 @@ class RIT(Protector):
         Raises:
             CheckpointError: If ``path`` is not an RIT checkpoint.
         """
-        _, settings = load_checkpoint(path)
-        if settings.get("format") != _FORMAT:
-            raise CheckpointError(
-                f"{path} is not an RIT protector (format {settings.get('format')!r})"
-            )
+        settings = _settings_of(path, _FORMAT, "RIT")
         try:
             return cls(
                 model,
