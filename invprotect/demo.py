@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from pytorch_msssim import ssim
@@ -27,6 +26,7 @@ from invprotect.folders import protect_tree, recover_tree
 from invprotect.imageio import pixel_digest, read_rgb
 from invprotect.metrics import psnr
 from invprotect.models import RAEG
+from invprotect.pictures import amplified_difference, image_grid
 from invprotect.targets import Classifier, Ensemble
 from invprotect.training import ClassifierTrainingConfig, train_classifier
 from invprotect.training.protector import ProtectorTrainingConfig, train_protector
@@ -79,14 +79,8 @@ def save_grid(
     originals: torch.Tensor, protected: torch.Tensor, recovered: torch.Tensor, path: Path
 ) -> None:
     """Rows of original, protected, difference amplified 10x around gray, recovered."""
-    difference = ((protected - originals) * 10 + 0.5).clamp(0, 1)
-    rows = [
-        torch.cat(list(batch), dim=2) for batch in (originals, protected, difference, recovered)
-    ]
-    grid = torch.cat(rows, dim=1)
-    pixels = (grid * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    image = Image.fromarray(np.ascontiguousarray(pixels))
-    image.resize((image.width * 3, image.height * 3), Image.NEAREST).save(path)
+    difference = amplified_difference(protected, originals)
+    image_grid([originals, protected, difference, recovered], scale=3).save(path)
 
 
 def run_demo(

@@ -209,7 +209,7 @@ def train_protector(
             + fooling_margin_loss(logits_atk, labels, config.margin)
             + F.cross_entropy(logits_rec, labels)
         )
-        image_psnr = _bounded_psnr(protected, x)
+        image_psnr = psnr(protected, x, max_db=100.0)
         loss = (
             F.mse_loss(protected, x)
             + config.alpha * perceptual(protected, x)
@@ -227,7 +227,7 @@ def train_protector(
         d_loss.backward()
         d_opt.step()
 
-        batch_psnr = image_psnr.detach().clamp(max=100.0).mean().item()
+        batch_psnr = image_psnr.detach().mean().item()
         smoothed = (
             batch_psnr
             if smoothed is None
@@ -296,12 +296,6 @@ def _learning_rate(config: ProtectorTrainingConfig, step: int) -> float:
     progress = step / max(1, config.steps - 1)
     lowest = config.lr * config.final_lr_fraction
     return lowest + (config.lr - lowest) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def _bounded_psnr(a: Tensor, b: Tensor) -> Tensor:
-    """Per-image PSNR (dB) with a finite value and gradient for identical images."""
-    mse = (a - b).square().flatten(1).mean(1).clamp(min=1e-10)
-    return -10.0 * torch.log10(mse)
 
 
 def _settings(config: ProtectorTrainingConfig) -> dict:

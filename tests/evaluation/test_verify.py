@@ -224,9 +224,7 @@ def test_defence_lists_and_the_balanced_choice(cifar10_root: Path) -> None:
     assert image_grid([torch.zeros(2, 3, 32, 32)] * 3).size == (192, 288)
 
 
-@pytest.mark.parametrize(
-    "module_name", ["invprotect.evaluation.verify", "invprotect.evaluation.report"]
-)
+@pytest.mark.parametrize("module_name", ["invprotect.evaluation.verify", "invprotect.pictures"])
 def test_docstring_examples_run(module_name: str) -> None:
     result = doctest.testmod(importlib.import_module(module_name), verbose=False)
     assert result.attempted > 0 and result.failed == 0
