@@ -534,7 +534,7 @@ class KorniaJPEG(_QualityAttack):
 def _kornia_with_tables(x: Tensor, quality: Tensor, luma: Tensor, chroma: Tensor) -> Tensor:
     quality = _check_quality(per_sample(quality, x, "jpeg_kornia", "quality"), "jpeg_kornia")
     return kornia.enhance.jpeg_codec_differentiable(
-        x, quality.contiguous(), luma.to(x.dtype), chroma.to(x.dtype)
+        x, quality.contiguous(), luma.to(x), chroma.to(x)
     )
 
 
@@ -586,7 +586,7 @@ def _jpeg_ss_module(
     x: Tensor, quality: Tensor, luma: Tensor, chroma: Tensor, matrix: Tensor, rounding: str
 ) -> Tensor:
     quality = _check_quality(per_sample(quality, x, "jpeg_ss", "quality"), "jpeg_ss")
-    return _jpeg_ss(x, quality, luma.to(x.dtype), chroma.to(x.dtype), matrix.to(x.dtype), rounding)
+    return _jpeg_ss(x, quality, luma.to(x), chroma.to(x), matrix.to(x), rounding)
 
 
 class JPEGMask(Attack):
@@ -628,7 +628,7 @@ class JPEGMask(Attack):
 
 @image_op("jpeg_mask", rgb=True)
 def _jpeg_mask_module(x: Tensor, mask: Tensor, matrix: Tensor) -> Tensor:
-    return _jpeg_mask(x, mask.to(x.dtype), matrix.to(x.dtype))
+    return _jpeg_mask(x, mask.to(x), matrix.to(x))
 
 
 class JPEGSTE(_QualityAttack):

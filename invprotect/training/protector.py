@@ -173,7 +173,7 @@ def train_protector(
     """
     config = config or ProtectorTrainingConfig()
     device = next(raeg.parameters()).device
-    attack_layer = AttackLayer(config.attacks)
+    attack_layer = AttackLayer(config.attacks).to(device)
     g_opt = torch.optim.Adam(raeg.generator.parameters(), lr=config.lr)
     d_opt = torch.optim.Adam(raeg.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
     cast = autocast_dtype(device, config.precision)

@@ -82,3 +82,16 @@ def test_invalid_settings_are_refused() -> None:
         ProtectorTrainingConfig(target_psnr=80)
     with pytest.raises(ValueError, match="positive"):
         ProtectorTrainingConfig(steps=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_runs_on_cuda_with_every_default_attack(setting) -> None:
+    images, ensemble = setting
+    raeg = _fresh().to("cuda")
+    config = ProtectorTrainingConfig(steps=3, batch_size=4, save_every=10)
+    events = train_protector(raeg, ensemble.to("cuda"), images, config)
+    assert [e.step for e in events] == [1, 2, 3]
+    assert all(p.device.type == "cuda" for p in raeg.parameters())
+    x = images.batch(range(4), device="cuda")
+    assert raeg.protect(x).device.type == "cuda"
