@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 from invprotect.checkpoint import atomic_write_bytes
+from invprotect.filecodec import FileCodec, file_codec
 from invprotect.imageio import (
     IMAGE_SUFFIXES,
     BadImageError,
@@ -33,8 +34,7 @@ from invprotect.imageio import (
     prepare_image,
     rebuild_image,
 )
-from invprotect.models.exact import ExactCodec
-from invprotect.models.raeg import RAEG
+from invprotect.models.protector import Protector
 from invprotect.pngio import encode_png, read_chunks
 from invprotect.record import RECORD_CHUNK, RecoveryRecord
 
@@ -99,6 +99,8 @@ class TreeReport:
         altered: Relative paths of protected files that were changed after protection
             (recovered approximately).
         mismatched: Relative paths whose recovery does not match the recorded original.
+        approximate: Relative paths of untouched files that the protector recovers only
+            approximately by design (RAE when its perturbation did not fit).
     """
 
     written: int = 0
@@ -106,6 +108,7 @@ class TreeReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     altered: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
+    approximate: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -160,15 +163,6 @@ def _checked_paths(src: Path, dst: Path) -> tuple[Path, Path]:
     return src, dst
 
 
-def protector_digest(protector: RAEG) -> str:
-    """SHA-256 of the generator's weights: which key protected a file."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(protector.generator.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
-
-
 def _rgb_digest(rgb: torch.Tensor) -> str:
     return hashlib.sha256(rgb.contiguous().numpy().tobytes()).hexdigest()
 
@@ -176,11 +170,13 @@ def _rgb_digest(rgb: torch.Tensor) -> str:
 def protect_tree(
     src: Path,
     dst: Path,
-    protector: RAEG,
+    protector: Protector,
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> TreeReport:
     """Protect every image under ``src`` into ``dst`` (PNG with a recovery record).
+
+    ``protector`` is a `RAEG` or a baseline (`RAE`, `RIT`; see `invprotect.filecodec`).
 
     Raises:
         ValueError: If ``src`` does not exist or ``dst`` overlaps it.
@@ -191,9 +187,8 @@ def protect_tree(
     manifest_path = (dst.parent if dst.suffix.lower() == ".png" else dst) / MANIFEST
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
     done = read_manifest(manifest_path)
-    codec = ExactCodec(protector)
-    key = protector_digest(protector)
-    device = next(protector.parameters()).device
+    codec = file_codec(protector)
+    key = codec.key
     for batch in _batches(jobs, batch_size):
         todo = []
         for job in batch:
@@ -206,14 +201,10 @@ def protect_tree(
                 report.failed.append((job.relative, str(error)))
         groups: dict[tuple[int, int], list[tuple[Job, SourceImage, torch.Tensor]]] = {}
         for job, source in todo:
-            padded = _pad(source.rgb, protector.side_multiple)
+            padded = _pad(source.rgb, codec.side_multiple)
             groups.setdefault(tuple(padded.shape[-2:]), []).append((job, source, padded))
-        for group in groups.values():
-            originals = torch.stack([padded for _, _, padded in group])
-            with torch.no_grad():
-                protected_float = protector.protect(originals.to(device).float() / 255)
-            protected = (protected_float * 255).round().clamp(0, 255).to(torch.uint8).cpu()
-            residuals = codec.residuals(originals, protected)
+        for whole_group in groups.values():
+            group, protected, residuals = _encode(codec, whole_group, report)
             for (job, source, _), image, residual in zip(group, protected, residuals, strict=True):
                 height, width = source.rgb.shape[-2:]
                 record = RecoveryRecord(
@@ -255,10 +246,34 @@ def protect_tree(
     return report
 
 
+def _encode(
+    codec: FileCodec, group: list[tuple[Job, SourceImage, torch.Tensor]], report: TreeReport
+) -> tuple[list[tuple[Job, SourceImage, torch.Tensor]], list[torch.Tensor], list[bytes]]:
+    """Protect one group of equal size; when that fails, one image at a time, to name it."""
+    try:
+        protected, residuals = codec.encode(torch.stack([padded for _, _, padded in group]))
+        return group, list(protected), residuals
+    except ValueError as error:
+        if len(group) == 1:
+            report.failed.append((group[0][0].relative, str(error)))
+            return [], [], []
+    kept, images, records = [], [], []
+    for item in group:
+        try:
+            protected, residuals = codec.encode(item[2][None])
+        except ValueError as error:  # e.g. an image too small to hold a baseline's data
+            report.failed.append((item[0].relative, str(error)))
+            continue
+        kept.append(item)
+        images.append(protected[0])
+        records.append(residuals[0])
+    return kept, images, records
+
+
 def recover_tree(
     src: Path,
     dst: Path,
-    protector: RAEG,
+    protector: Protector,
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> TreeReport:
@@ -267,8 +282,10 @@ def recover_tree(
     Unaltered files come back bit for bit (checked against the digest in their record
     and, when ``src`` holds a ``manifest.jsonl``, against the manifest). Altered files
     (or files without a record) are recovered approximately and listed in
-    ``TreeReport.altered``. Files are restored in batches of one size; outputs that
-    exist already (from an interrupted run) are skipped.
+    ``TreeReport.altered``. Untouched files that the protector recovers approximately by
+    design (RAE whose perturbation did not fit) are listed in ``TreeReport.approximate``.
+    Files are restored in batches of one size; outputs that exist already (from an
+    interrupted run) are skipped.
 
     Raises:
         ValueError: If ``src`` does not exist or ``dst`` overlaps it.
@@ -278,8 +295,7 @@ def recover_tree(
     report = TreeReport(failed=list(refused))
     expected = read_manifest(src / MANIFEST) if src.is_dir() else {}
     expected_by_output = {entry["output"]: entry for entry in expected.values()}
-    codec = ExactCodec(protector)
-    device = next(protector.parameters()).device
+    codec = file_codec(protector)
     for batch in _batches(jobs, batch_size):
         opened = []
         for job in batch:
@@ -294,32 +310,28 @@ def recover_tree(
         altered = [item for item in opened if not item.exact]
         for group in _same_shape(exact):
             try:
-                restored = codec.restore(
+                restored, promised = codec.decode(
                     torch.stack([item.rgb for item in group]),
                     [item.record.residual for item in group],
                 )
-            except ValueError as error:  # a corrupt residual: one file at a time, to name it
-                restored = None
-                reason = str(error)
-            for position, item in enumerate(group):
-                if restored is None:
-                    report.failed.append((item.job.relative, reason))
-                    continue
-                image = _rebuild_exact(item, restored[position])
-                if pixel_digest(image) != item.record.original_sha256:
+            except ValueError as error:  # a corrupt residual
+                for item in group:
+                    report.failed.append((item.job.relative, str(error)))
+                continue
+            for item, pixels, exact in zip(group, restored, promised, strict=True):
+                image = _rebuild_exact(item, pixels)
+                if not exact:
+                    report.approximate.append(item.job.relative)
+                elif pixel_digest(image) != item.record.original_sha256:
                     report.mismatched.append(item.job.relative)
-                _write_recovered(item.job, image, expected_by_output, report)
+                _write_recovered(item.job, image, expected_by_output, report, check=exact)
         for item in altered:
             report.altered.append(item.job.relative)
-        for group in _same_shape(altered, pad_to=protector.side_multiple):
-            padded = torch.stack([_pad(item.rgb, protector.side_multiple) for item in group])
-            with torch.no_grad():
-                recovered = protector.recover(padded.to(device).float() / 255).cpu()
-            pixels = (recovered * 255).round().clamp(0, 255).to(torch.uint8)
-            for item, image in zip(group, pixels, strict=True):
-                _write_recovered(
-                    item.job, _rebuild_altered(item, image), expected_by_output, report
-                )
+        for group in _same_shape(altered, pad_to=codec.side_multiple):
+            padded = torch.stack([_pad(item.rgb, codec.side_multiple) for item in group])
+            for item, image in zip(group, codec.approximate(padded), strict=True):
+                image = _rebuild_altered(item, image)
+                _write_recovered(item.job, image, expected_by_output, report, check=True)
         if progress is not None:
             progress(len(batch))
     return report
@@ -381,10 +393,15 @@ def _rebuild_altered(item: _Protected, pixels: torch.Tensor) -> Image.Image:
 
 
 def _write_recovered(
-    job: Job, image: Image.Image, expected_by_output: dict[str, dict], report: TreeReport
+    job: Job,
+    image: Image.Image,
+    expected_by_output: dict[str, dict],
+    report: TreeReport,
+    check: bool,
 ) -> None:
+    """Write one recovery; with ``check``, compare it with the manifest when there is one."""
     entry = expected_by_output.get(job.relative)
-    if entry is not None and pixel_digest(image) != entry["original_sha256"]:
+    if check and entry is not None and pixel_digest(image) != entry["original_sha256"]:
         report.mismatched.append(job.relative)
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from invprotect.data import default_cifar10_root
 
@@ -45,4 +46,26 @@ def small_image_folder(tmp_path: Path, cifar10_root: Path) -> Path:
         (root / name).mkdir(parents=True)
         for source in sorted((cifar10_root / "test" / name).glob("*.jpg"))[:12]:
             shutil.copy(source, root / name / source.name)
+    return root
+
+
+@pytest.fixture
+def mixed_tree(tmp_path: Path, cifar10_root: Path) -> Path:
+    """Real CIFAR-10 JPEGs plus odd sizes and modes, in class folders."""
+    root = tmp_path / "src"
+    rng = np.random.default_rng(0)
+    (root / "cat").mkdir(parents=True)
+    (root / "ship").mkdir()
+    for source in sorted((cifar10_root / "test" / "cat").glob("*.jpg"))[:3]:
+        (root / "cat" / source.name).write_bytes(source.read_bytes())
+    photo = np.asarray(Image.open(sorted((cifar10_root / "test" / "ship").glob("*.jpg"))[0]))
+    big = np.asarray(Image.fromarray(photo).resize((256, 256), Image.BICUBIC))
+    Image.fromarray(big).save(root / "ship" / "big.png")
+    Image.fromarray(big[:33, :47]).save(root / "ship" / "odd.png")
+    Image.fromarray(big[:30, :30]).convert("L").save(root / "ship" / "gray.png")
+    rgba = np.dstack([big[:20, :24], rng.integers(0, 256, (20, 24), dtype=np.uint8)])
+    Image.fromarray(rgba, "RGBA").save(root / "ship" / "alpha.png")
+    Image.fromarray(big[:16, :16]).convert("P", palette=Image.ADAPTIVE, colors=16).save(
+        root / "ship" / "palette.png"
+    )
     return root

@@ -155,6 +155,8 @@ PUBLIC_API = {
         "write_report",
     ],
     "invprotect.metrics": ["psnr"],
+    "invprotect.filecodec": ["EmbeddedCodec", "FileCodec", "NetworkCodec", "file_codec"],
+    "invprotect.protectors": ["load_protector"],
     "invprotect.rdh": ["CapacityError", "MAGIC", "capacity", "capacity_bpp", "embed", "extract"],
     "invprotect.models": ["RAEG", "RAEG_PRESETS", "Discriminator", "Protector", "RAEGConfig"],
     "invprotect.training": [

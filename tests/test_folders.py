@@ -31,28 +31,6 @@ def raeg() -> RAEG:
     return model.eval()
 
 
-@pytest.fixture
-def tree(tmp_path: Path, cifar10_root: Path) -> Path:
-    """Real CIFAR-10 JPEGs plus odd sizes and modes, in class folders."""
-    root = tmp_path / "src"
-    rng = np.random.default_rng(0)
-    (root / "cat").mkdir(parents=True)
-    (root / "ship").mkdir()
-    for source in sorted((cifar10_root / "test" / "cat").glob("*.jpg"))[:3]:
-        (root / "cat" / source.name).write_bytes(source.read_bytes())
-    photo = np.asarray(Image.open(sorted((cifar10_root / "test" / "ship").glob("*.jpg"))[0]))
-    big = np.asarray(Image.fromarray(photo).resize((256, 256), Image.BICUBIC))
-    Image.fromarray(big).save(root / "ship" / "big.png")
-    Image.fromarray(big[:33, :47]).save(root / "ship" / "odd.png")
-    Image.fromarray(big[:30, :30]).convert("L").save(root / "ship" / "gray.png")
-    rgba = np.dstack([big[:20, :24], rng.integers(0, 256, (20, 24), dtype=np.uint8)])
-    Image.fromarray(rgba, "RGBA").save(root / "ship" / "alpha.png")
-    Image.fromarray(big[:16, :16]).convert("P", palette=Image.ADAPTIVE, colors=16).save(
-        root / "ship" / "palette.png"
-    )
-    return root
-
-
 def _digests(root: Path) -> dict[str, str]:
     return {
         p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -61,11 +39,13 @@ def _digests(root: Path) -> dict[str, str]:
     }
 
 
-def test_round_trip_through_png_files_is_bit_exact(raeg: RAEG, tree: Path, tmp_path: Path) -> None:
-    before = _digests(tree)
-    report = protect_tree(tree, tmp_path / "prt", raeg, batch_size=4)
+def test_round_trip_through_png_files_is_bit_exact(
+    raeg: RAEG, mixed_tree: Path, tmp_path: Path
+) -> None:
+    before = _digests(mixed_tree)
+    report = protect_tree(mixed_tree, tmp_path / "prt", raeg, batch_size=4)
     assert report.ok and report.written == 8
-    assert _digests(tree) == before  # originals untouched
+    assert _digests(mixed_tree) == before  # originals untouched
     protected = Image.open(tmp_path / "prt" / "ship" / "odd.png")
     assert protected.size == (48, 36)  # padded to a multiple of 4, cropped back on recovery
     assert Image.open(tmp_path / "prt" / "ship" / "alpha.png").mode == "RGBA"
@@ -74,16 +54,16 @@ def test_round_trip_through_png_files_is_bit_exact(raeg: RAEG, tree: Path, tmp_p
     back = recover_tree(tmp_path / "prt", tmp_path / "rec", raeg)
     assert back.ok and not back.altered and back.written == 8
     for relative, entry in entries.items():
-        original = Image.open(tree / relative)
+        original = Image.open(mixed_tree / relative)
         recovered = Image.open(tmp_path / "rec" / entry["output"])
         assert recovered.mode == original.mode, relative
         assert pixel_digest(recovered) == pixel_digest(original) == entry["original_sha256"]
 
 
 def test_resume_after_a_killed_run_gives_the_same_outputs(
-    raeg: RAEG, tree: Path, tmp_path: Path
+    raeg: RAEG, mixed_tree: Path, tmp_path: Path
 ) -> None:
-    protect_tree(tree, tmp_path / "full", raeg, batch_size=3)
+    protect_tree(mixed_tree, tmp_path / "full", raeg, batch_size=3)
     calls = []
 
     def kill_after_first_batch(count: int) -> None:
@@ -91,9 +71,11 @@ def test_resume_after_a_killed_run_gives_the_same_outputs(
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        protect_tree(tree, tmp_path / "part", raeg, batch_size=3, progress=kill_after_first_batch)
+        protect_tree(
+            mixed_tree, tmp_path / "part", raeg, batch_size=3, progress=kill_after_first_batch
+        )
     assert len(read_manifest(tmp_path / "part" / MANIFEST)) == 3
-    report = protect_tree(tree, tmp_path / "part", raeg, batch_size=3)
+    report = protect_tree(mixed_tree, tmp_path / "part", raeg, batch_size=3)
     assert (report.skipped, report.written) == (3, 5)
     full, part = _digests(tmp_path / "full"), _digests(tmp_path / "part")
     assert {k: v for k, v in full.items() if k != MANIFEST} == {
@@ -101,8 +83,8 @@ def test_resume_after_a_killed_run_gives_the_same_outputs(
     }
 
 
-def test_interrupted_recovery_resumes(raeg: RAEG, tree: Path, tmp_path: Path) -> None:
-    protect_tree(tree, tmp_path / "prt", raeg)
+def test_interrupted_recovery_resumes(raeg: RAEG, mixed_tree: Path, tmp_path: Path) -> None:
+    protect_tree(mixed_tree, tmp_path / "prt", raeg)
 
     def kill_after_first_batch(count: int) -> None:
         raise KeyboardInterrupt
@@ -113,14 +95,16 @@ def test_interrupted_recovery_resumes(raeg: RAEG, tree: Path, tmp_path: Path) ->
     assert (report.skipped, report.written) == (3, 5) and report.ok
     for relative, entry in read_manifest(tmp_path / "prt" / MANIFEST).items():
         recovered = Image.open(tmp_path / "rec" / entry["output"])
-        assert pixel_digest(recovered) == pixel_digest(Image.open(tree / relative))
+        assert pixel_digest(recovered) == pixel_digest(Image.open(mixed_tree / relative))
 
 
-def test_bad_files_are_reported_and_the_run_goes_on(raeg: RAEG, tree: Path, tmp_path: Path) -> None:
-    (tree / "cat" / "empty.png").write_bytes(b"")
-    Image.fromarray(np.zeros((8, 8), dtype=np.uint16)).save(tree / "cat" / "deep.png")
-    Image.new("CMYK", (8, 8)).save(tree / "cat" / "print.jpg")
-    report = protect_tree(tree, tmp_path / "prt", raeg)
+def test_bad_files_are_reported_and_the_run_goes_on(
+    raeg: RAEG, mixed_tree: Path, tmp_path: Path
+) -> None:
+    (mixed_tree / "cat" / "empty.png").write_bytes(b"")
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint16)).save(mixed_tree / "cat" / "deep.png")
+    Image.new("CMYK", (8, 8)).save(mixed_tree / "cat" / "print.jpg")
+    report = protect_tree(mixed_tree, tmp_path / "prt", raeg)
     assert report.written == 8 and not report.ok
     reasons = dict(report.failed)
     assert "empty file" in reasons["cat/empty.png"]
@@ -129,9 +113,9 @@ def test_bad_files_are_reported_and_the_run_goes_on(raeg: RAEG, tree: Path, tmp_
 
 
 def test_altered_files_are_detected_and_recovered_approximately(
-    raeg: RAEG, tree: Path, tmp_path: Path
+    raeg: RAEG, mixed_tree: Path, tmp_path: Path
 ) -> None:
-    protect_tree(tree, tmp_path / "prt", raeg)
+    protect_tree(mixed_tree, tmp_path / "prt", raeg)
     target = tmp_path / "prt" / "ship" / "big.png"
     pixels = np.asarray(Image.open(target)).copy()
     pixels[0, 0] ^= 1
@@ -139,13 +123,13 @@ def test_altered_files_are_detected_and_recovered_approximately(
     report = recover_tree(tmp_path / "prt", tmp_path / "rec", raeg)
     assert report.altered == ["ship/big.png"]
     assert report.mismatched == ["ship/big.png"]  # the manifest says it is not the original
-    original = np.asarray(Image.open(tree / "ship" / "big.png")).astype(float)
+    original = np.asarray(Image.open(mixed_tree / "ship" / "big.png")).astype(float)
     approx = np.asarray(Image.open(tmp_path / "rec" / "ship" / "big.png")).astype(float)
     assert 10 * np.log10(255**2 / np.mean((original - approx) ** 2)) > 30
 
 
-def test_output_inside_the_source_is_refused(raeg: RAEG, tree: Path) -> None:
+def test_output_inside_the_source_is_refused(raeg: RAEG, mixed_tree: Path) -> None:
     with pytest.raises(ValueError, match="must not be SRC"):
-        protect_tree(tree, tree / "out", raeg)
+        protect_tree(mixed_tree, mixed_tree / "out", raeg)
     with pytest.raises(ValueError, match="does not exist"):
-        protect_tree(tree / "missing", tree.parent / "out", raeg)
+        protect_tree(mixed_tree / "missing", mixed_tree.parent / "out", raeg)

@@ -11,6 +11,7 @@ import typer
 
 from invprotect._registry import UnknownNameError
 from invprotect.attacks import AttackLayer
+from invprotect.baselines import RAE, RIT
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError
 from invprotect.cli.app import app
 from invprotect.cli.progress import console, fail, progress_bar
@@ -19,6 +20,8 @@ from invprotect.data import default_cache_dir
 from invprotect.device import pick_device
 from invprotect.folders import TreeReport, collect_jobs, protect_tree, recover_tree
 from invprotect.models import RAEG, RAEG_PRESETS
+from invprotect.models.protector import Protector
+from invprotect.protectors import load_protector
 from invprotect.targets import Classifier, Ensemble
 from invprotect.training.protector import (
     ProtectorEvent,
@@ -32,11 +35,24 @@ STATE_DIR = "train-state"
 """Sub-directory of ``--out`` holding the training state (for resuming)."""
 
 
-def _load_protector(path: Path, device: str) -> RAEG:
+PROTECTOR_HELP = (
+    "Protector: a checkpoint (the key), or a baseline: rae-igsm, rae-cw, rit-igsm, "
+    "or a saved RAE/RIT."
+)
+TARGETS_HELP = "Classifier checkpoints a baseline attacks to protect (repeat the option)."
+
+
+def load_protector_option(
+    spec: str, device: str, targets: list[Path] | None, protecting: bool
+) -> Protector:
+    """The protector of ``--protector``; a baseline must have ``--targets`` to protect."""
     try:
-        return RAEG.load(path, pick_device(device))
+        protector = load_protector(spec, pick_device(device), targets or [])
     except (CheckpointError, ValueError) as error:
-        raise fail(str(error)) from None
+        raise fail(f"cannot load the protector {spec}: {error}") from None
+    if protecting and isinstance(protector, RAE | RIT) and protector.model is None:
+        raise fail(f"{spec} protects by attacking classifiers: pass them with --targets")
+    return protector
 
 
 @app.command("train")
@@ -147,21 +163,31 @@ def _parse_attacks(text: str | None) -> dict[str, float] | None:
 
 
 def _run_tree(
-    command: str, src: Path, dst: Path, protector: Path, batch_size: int, device: str
+    command: str,
+    src: Path,
+    dst: Path,
+    protector: str,
+    targets: list[Path] | None,
+    batch_size: int,
+    device: str,
 ) -> TreeReport:
-    raeg = _load_protector(protector, device)
+    loaded = load_protector_option(protector, device, targets, command == "protect")
     jobs, _ = collect_jobs(src.resolve(), dst.resolve()) if src.exists() else ([], [])
     work = protect_tree if command == "protect" else recover_tree
     try:
         with progress_bar() as bar:
             task = bar.add_task(command, total=len(jobs), status="")
-            report = work(src, dst, raeg, batch_size, lambda n: bar.advance(task, n))
+            report = work(src, dst, loaded, batch_size, lambda n: bar.advance(task, n))
     except ValueError as error:
         raise fail(str(error)) from None
     for relative, reason in report.failed:
         console.print(f"[yellow]failed[/] {relative}: {reason}")
     for relative in report.altered:
         console.print(f"[yellow]altered[/] {relative}: recovered approximately")
+    for relative in report.approximate:
+        console.print(
+            f"[yellow]approximate[/] {relative}: this protector cannot restore it exactly"
+        )
     for relative in report.mismatched:
         console.print(f"[red]mismatch[/] {relative}: not the recorded original")
     summary = {
@@ -169,6 +195,7 @@ def _run_tree(
         "skipped": report.skipped,
         "failed": len(report.failed),
         "altered": len(report.altered),
+        "approximate": len(report.approximate),
         "mismatched": len(report.mismatched),
     }
     typer.echo(json.dumps(summary))
@@ -181,25 +208,27 @@ def _run_tree(
 def protect(
     src: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
     dst: Annotated[Path, typer.Argument(help="Output folder (PNG, relative paths kept).")],
-    protector: Annotated[Path, typer.Option(help="Protector checkpoint (the key).")],
+    protector: Annotated[str, typer.Option(help=PROTECTOR_HELP)],
+    targets: Annotated[list[Path] | None, typer.Option(help=TARGETS_HELP)] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
     device: Annotated[
         str, typer.Option(help="'auto' (GPU if present), 'cpu', 'cuda[:N]'.")
     ] = "auto",
 ) -> None:
     """Protect images; PNG output with a recovery record, manifest, resumable."""
-    _run_tree("protect", src, dst, protector, batch_size, device)
+    _run_tree("protect", src, dst, protector, targets, batch_size, device)
 
 
 @app.command("recover")
 def recover(
     src: Annotated[Path, typer.Argument(help="A protected PNG or a folder of them.")],
     dst: Annotated[Path, typer.Argument(help="Output folder for the recovered originals.")],
-    protector: Annotated[Path, typer.Option(help="Protector checkpoint (the key).")],
+    protector: Annotated[str, typer.Option(help=PROTECTOR_HELP)],
+    targets: Annotated[list[Path] | None, typer.Option(help=TARGETS_HELP)] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
     device: Annotated[
         str, typer.Option(help="'auto' (GPU if present), 'cpu', 'cuda[:N]'.")
     ] = "auto",
 ) -> None:
     """Recover originals bit for bit; altered files approximately (and reported)."""
-    _run_tree("recover", src, dst, protector, batch_size, device)
+    _run_tree("recover", src, dst, protector, targets, batch_size, device)

@@ -13,6 +13,7 @@ from rich.table import Table
 from invprotect.checkpoint import CheckpointError
 from invprotect.cli.app import app
 from invprotect.cli.progress import console, fail, progress_bar
+from invprotect.cli.protector import PROTECTOR_HELP, load_protector_option
 from invprotect.device import pick_device
 from invprotect.evaluation import (
     VerifyConfig,
@@ -22,7 +23,6 @@ from invprotect.evaluation import (
     write_report,
 )
 from invprotect.folders import paths_overlap
-from invprotect.models import RAEG
 from invprotect.targets import Classifier
 
 
@@ -72,7 +72,7 @@ def verify_command(
     data: Annotated[
         Path, typer.Option(help="ImageFolder root: train/ and test/, or one folder split 9:1.")
     ],
-    protector: Annotated[Path, typer.Option(help="Protector checkpoint (the key).")],
+    protector: Annotated[str, typer.Option(help=PROTECTOR_HELP)],
     targets: Annotated[
         list[Path], typer.Option(help="Target classifier checkpoints (repeat the option).")
     ],
@@ -112,10 +112,7 @@ def verify_command(
     """
     if not data.is_dir():
         raise fail(f"--data {data} is not a folder")
-    try:
-        raeg = RAEG.load(protector, pick_device(device))
-    except (CheckpointError, ValueError) as error:
-        raise fail(f"cannot load the protector {protector}: {error}") from None
+    loaded = load_protector_option(protector, device, targets, protecting=True)
     taken: set[str] = set()
     target_models = _load_models(targets, taken, device)
     unseen_models = _load_models(unseen or [], taken, device)
@@ -143,11 +140,11 @@ def verify_command(
             bar.update(tasks[stage], completed=done, total=total)
 
         try:
-            report = verify(data, raeg, target_models, unseen_models, out, config, show)
+            report = verify(data, loaded, target_models, unseen_models, out, config, show)
         except (CheckpointError, ValueError) as error:
             raise fail(str(error)) from None
-    report["protector"]["path"] = str(protector.resolve())
-    paths = write_report(report, sample_images(report, out, raeg), out)
+    report["protector"]["spec"] = protector
+    paths = write_report(report, sample_images(report, out, loaded), out)
     for relative, reason in report["failed"]:
         console.print(f"[yellow]refused[/] {relative}: {reason}")
     if report["exact_rate"] < 1.0:

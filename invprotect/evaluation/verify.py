@@ -43,10 +43,11 @@ from invprotect.defences import (
     sample_generators,
     to_8bit_grid,
 )
-from invprotect.folders import paths_overlap, protect_tree, protector_digest, recover_tree
+from invprotect.filecodec import FileCodec, file_codec
+from invprotect.folders import paths_overlap, protect_tree, recover_tree
 from invprotect.imageio import open_image, pixel_digest, read_rgb
 from invprotect.metrics import psnr
-from invprotect.models import RAEG
+from invprotect.models.protector import Protector
 from invprotect.targets import Classifier
 
 DEFAULT_DEFENCE_SPECS: tuple[str, ...] = (
@@ -269,14 +270,14 @@ class _Run:
     """What the measurements of one verification share."""
 
     models: dict[str, Classifier]
-    protector: RAEG
+    codec: FileCodec
     originals: list[Tensor]
     labels: Tensor
     batch_size: int
 
     @property
     def device(self) -> torch.device:
-        return _device(self.protector)
+        return self.codec.device
 
     def batches(self, count: int) -> Iterator[list[int]]:
         return _groups(self.originals, range(count), self.batch_size)
@@ -297,7 +298,7 @@ class _Run:
 
 def verify(
     data: Path,
-    protector: RAEG,
+    protector: Protector,
     targets: dict[str, Classifier],
     unseen: dict[str, Classifier],
     out: Path,
@@ -310,7 +311,7 @@ def verify(
         data: An ImageFolder (``data/train`` + ``data/test``, or one folder split 9:1
             as `invprotect.data.train_test_split` does with its default seed, the split
             the targets were trained on).
-        protector: The protector to verify (the key).
+        protector: The protector to verify: a `RAEG` (the key) or a baseline.
         targets: The classifiers the protector was trained to fool, by name.
         unseen: Classifiers it never saw, by name (names distinct from the targets').
         out: Folder for the files (``OUT/files/{originals,protected,recovered}``); must
@@ -325,8 +326,8 @@ def verify(
         "clean": {model: acc}, "recovered_psnr"}}``; a slow defence is left out when
         ``dip_limit`` is 0), ``data``, ``targets`` and ``unseen`` (model names), ``classes``,
         ``files`` (relative paths, in measuring order), ``failed`` (``[relative path,
-        reason]`` of files the pipeline refused), ``protector`` (its SHA-256, config and
-        metadata), ``config`` and ``wall_seconds``.
+        reason]`` of files the pipeline refused), ``protector`` (its SHA-256 and
+        `invprotect.filecodec.FileCodec.describe`), ``config`` and ``wall_seconds``.
 
     Raises:
         ValueError: For a bad data folder, classes of a model that differ from the
@@ -381,7 +382,8 @@ def verify(
         for r in relatives
     ]
     labels = torch.tensor([label_of[r] for r in relatives])
-    run = _Run(models, protector, originals, labels, config.batch_size)
+    codec = file_codec(protector)
+    run = _Run(models, codec, originals, labels, config.batch_size)
     device = run.device
     sets = {"ori": originals, "prt": protected, "rev": recovered}
     predicted = {name: run.no_predictions(count) for name in sets}
@@ -425,11 +427,7 @@ def verify(
             "classes": list(test_index.classes),
             "files": relatives,
             "failed": [[relative, reason] for relative, reason in refused.items()],
-            "protector": {
-                "sha256": protector_digest(protector),
-                "config": protector.config.to_dict(),
-                "metadata": protector.metadata,
-            },
+            "protector": {"sha256": codec.key} | codec.describe(),
             "config": {**asdict(config), "defences": list(config.defences)},
             "wall_seconds": time.perf_counter() - started,
         }
@@ -460,8 +458,7 @@ def _measure_defence(
         attacked = _defend(defence, _float(protected, batch, device), list(map(_png, keys)), seed)
         run.predict(on_protected, batch, attacked)
         run.predict(on_clean, batch, _defend(defence, reference, keys, seed))
-        with torch.no_grad():
-            back = _crop(to_8bit_grid(run.protector.recover(attacked)), reference)
+        back = _crop(_recover_attacked(run.codec, attacked).to(device), reference)
         recovered_psnr[batch] = psnr(back, reference).clamp(max=PSNR_CAP).cpu()
         done += len(batch)
         progress(spec, done, count)
@@ -473,7 +470,15 @@ def _measure_defence(
     }
 
 
-def sample_images(report: dict, out: Path, protector: RAEG, count: int = 8) -> dict[str, Tensor]:
+def _recover_attacked(codec: FileCodec, attacked: Tensor) -> Tensor:
+    """What the key holder recovers from defended protected images saved as 8-bit files."""
+    pixels = to_8bit_grid(attacked).mul(255).round().to(torch.uint8).cpu()
+    return codec.approximate(pixels).float() / 255
+
+
+def sample_images(
+    report: dict, out: Path, protector: Protector, count: int = 8
+) -> dict[str, Tensor]:
     """The rows of a report's picture grid, read back from ``OUT/files``.
 
     Takes the first ``count`` measured files that have the size of the first one, and
@@ -506,14 +511,13 @@ def sample_images(report: dict, out: Path, protector: RAEG, count: int = 8) -> d
     specs = list(report["defences"])
     spec = next((s for s in specs if s.replace(" ", "") == "jpeg:quality=50"), None)
     spec = spec or (specs[0] if specs else None)
-    device = _device(protector)
-    attacked = protected.to(device)
+    codec = file_codec(protector)
+    attacked = protected.to(codec.device)
     if spec is not None:
-        defence = create_defence_from_spec(spec).to(device).eval()
+        defence = create_defence_from_spec(spec).to(codec.device).eval()
         keys = [_png(r) for r in chosen]
         attacked = _defend(defence, attacked, keys, report["config"]["seed"])
-    with torch.no_grad():
-        back = to_8bit_grid(protector.recover(attacked)).cpu()
+    back = _recover_attacked(codec, attacked)
     return {
         "original": originals,
         "protected": _crop(protected, originals),

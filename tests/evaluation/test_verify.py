@@ -243,3 +243,17 @@ def test_a_second_run_into_the_same_out_is_refused(
     assert result.exit_code == 2 and "delete it yourself" in result.output
     assert (out / "files" / "notes.txt").is_file()
     (out / "files" / "notes.txt").unlink()
+
+
+def test_cli_verifies_a_baseline_by_name(setting: dict[str, Path]) -> None:
+    out = setting["root"] / "baseline"
+    args = ["verify", "--data", str(setting["data"]), "--protector", "rit-igsm"]
+    args += ["--targets", str(setting["alpha"]), "--out", str(out), "--limit", "3"]
+    args += ["--defences", "jpeg:quality=50", "--batch-size", "4"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["protector"]["kind"] == "rit" and report["protector"]["spec"] == "rit-igsm"
+    assert report["exact_rate"] == 1.0 and report["A_rev"] == report["A_ori"]
+    assert report["P_prt"] < 100 and list(report["defences"]) == ["jpeg:quality=50"]
+    assert (out / "report.html").is_file() and (out / "grid.png").is_file()
