@@ -19,9 +19,12 @@ from torch import Tensor, nn
 from invprotect.blocks import UNET_PRESETS, InvertibleUNet, UNetConfig
 from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from invprotect.models.discriminator import Discriminator
+from invprotect.models.encoder_decoder import EncoderDecoder
 from invprotect.models.protector import Protector
 
 _FORMAT = "invprotect.raeg/1"
+ARCHITECTURES = ("invertible", "encoder-decoder")
+"""Generators a `RAEGConfig` can name."""
 
 
 @dataclass(frozen=True)
@@ -34,12 +37,24 @@ class RAEGConfig:
             whose sides are multiples of ``2 ** generator.levels``).
         discriminator_width: Channels of the discriminator's first layer.
         discriminator_depth: Strided convolutions in the discriminator.
+        architecture: ``"invertible"`` (RAEG) or ``"encoder-decoder"``: the paper's
+            ablation, two independent residual U-Nets
+            (`invprotect.models.encoder_decoder.EncoderDecoder`) of
+            ``generator.levels`` levels and ``generator.hidden_channels // 2`` channels
+            (about the invertible generator's parameter count).
     """
 
     generator: UNetConfig = field(default_factory=UNetConfig)
     image_size: int = 256
     discriminator_width: int = 32
     discriminator_depth: int = 3
+    architecture: str = "invertible"
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"architecture must be one of {ARCHITECTURES}, got {self.architecture!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (inverse of `from_dict`)."""
@@ -79,9 +94,14 @@ class RAEG(nn.Module, Protector):
     def __init__(self, config: RAEGConfig, metadata: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.config = config
-        self.generator = InvertibleUNet(
-            [(3, config.image_size, config.image_size)], **asdict(config.generator)
-        )
+        self.generator: InvertibleUNet | EncoderDecoder
+        if config.architecture == "invertible":
+            self.generator = InvertibleUNet(
+                [(3, config.image_size, config.image_size)], **asdict(config.generator)
+            )
+        else:
+            width = max(4, config.generator.hidden_channels // 2)
+            self.generator = EncoderDecoder(3, width, config.generator.levels)
         self.discriminator = Discriminator(
             3, config.discriminator_width, config.discriminator_depth
         )
