@@ -80,7 +80,7 @@ def train(
         str | None,
         typer.Option(
             help="Attack mix of training as 'name=weight,...' (default: no attack, noise, "
-            "blur, resize, crop and JPEG equally)."
+            "blur, median filter, resize, crop and JPEG equally)."
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, batches and attacks.")] = 0,
