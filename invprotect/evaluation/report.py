@@ -105,6 +105,7 @@ def _facts(report: dict) -> list[tuple[str, str]]:
     protector = report.get("protector", {})
     facts = [
         ("data", str(report.get("data", "n/a"))),
+        ("protector", str(protector.get("kind", "n/a"))),
         ("protector SHA-256", str(protector.get("sha256", "n/a"))),
         ("images", str(report["images"])),
         ("wall time", f"{report.get('wall_seconds', 0.0):.0f} s"),

@@ -256,4 +256,5 @@ def test_cli_verifies_a_baseline_by_name(setting: dict[str, Path]) -> None:
     assert report["protector"]["kind"] == "rit" and report["protector"]["spec"] == "rit-igsm"
     assert report["exact_rate"] == 1.0 and report["A_rev"] == report["A_ori"]
     assert report["P_prt"] < 100 and list(report["defences"]) == ["jpeg:quality=50"]
+    assert "- protector: rit" in (out / "report.md").read_text()
     assert (out / "report.html").is_file() and (out / "grid.png").is_file()
