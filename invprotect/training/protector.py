@@ -39,8 +39,8 @@ THRESHOLD_RANGE = 5.0
 TRAINING_ATTACKS: dict[str, float] = DEFAULT_ATTACKS | {"median_blur": 1.0}
 """Default attack mix of protector training: `DEFAULT_ATTACKS` (no attack and the paper's five
 attack types) plus a median filter (3x3 or 5x5), all equally likely. The median filter is not
-in the paper's mix; with it, protected images resist blurring purifiers better and come out
-smoother (higher SSIM at the same PSNR; see the recipe scan in ``docs/results.md``)."""
+in the paper's mix; with it, protected images came out smoother (higher SSIM at the same PSNR)
+in a scan of the recipe (``docs/results.md``)."""
 
 
 @dataclass(frozen=True)
