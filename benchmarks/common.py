@@ -1,13 +1,25 @@
-"""What every benchmark records beside its numbers: the machine, the date, the load."""
+"""What the benchmarks share: the machine record, memory readings, the reference protector."""
 
 from __future__ import annotations
 
 import datetime as dt
 import os
 import platform
+from pathlib import Path
 from typing import Any
 
 import torch
+
+OUT = Path(__file__).resolve().parent / "out"
+REFERENCE_PROTECTOR = OUT / "protector-v3" / "protector"
+"""The reference RAEG protector of ``docs/results.md`` (trained by ``bench_protector.py``)."""
+METHODS = [str(REFERENCE_PROTECTOR), "rae-igsm", "rae-cw", "rit-igsm"]
+"""RAEG and the paper's baselines, as ``--protector`` takes them."""
+
+
+def method_name(spec: str) -> str:
+    """A protector's name in tables: ``RAEG`` for a checkpoint, else the baseline's name."""
+    return "RAEG" if Path(spec).exists() else spec.upper()
 
 
 def cpu_model() -> str:

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine
+from common import METHODS, machine, method_name
 
 from invprotect.data import default_cifar10_root
 from invprotect.evaluation import VerifyConfig, sample_images, verify, write_report
@@ -89,7 +89,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--protectors",
         nargs="+",
-        default=[str(OUT / "protector-cifar10" / "protector"), "rae-igsm", "rae-cw", "rit-igsm"],
+        default=METHODS,
         help="RAEG checkpoints and baseline names",
     )
     parser.add_argument(
@@ -126,11 +126,6 @@ def row(report: dict, names: list[str], key: str) -> list[str]:
             continue
         cells.append(" / ".join(f"{values[name]:.3f}" for name in names))
     return cells
-
-
-def method_name(spec: str) -> str:
-    """The table's name of a protector: a baseline's upper-cased name, else ``RAEG``."""
-    return spec.upper() if not Path(spec).exists() else "RAEG"
 
 
 def run_method(spec: str, args: argparse.Namespace, specs: list[str]) -> dict:

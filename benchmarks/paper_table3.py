@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine
+from common import REFERENCE_PROTECTOR, machine
 
 from invprotect.data import ImageSet, default_cifar10_root, load_image_set, train_test_split
 from invprotect.defences import create_defence_from_spec
@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=None, help="default: local CIFAR-10")
-    parser.add_argument("--protector", type=Path, default=OUT / "protector-cifar10" / "protector")
+    parser.add_argument("--protector", type=Path, default=REFERENCE_PROTECTOR)
     parser.add_argument("--comdefend", type=Path, default=OUT / "comdefend-cifar10")
     parser.add_argument(
         "--archs", nargs="+", default=["resnet_small", "vgg_small", "densenet_small"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import machine
+from common import METHODS, machine, method_name
 
 from invprotect.data import default_cifar10_root, train_test_split
 from invprotect.folders import protect_tree, recover_tree
@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--protectors",
         nargs="+",
-        default=[str(OUT / "protector-cifar10" / "protector"), "rae-igsm", "rae-cw", "rit-igsm"],
+        default=METHODS,
     )
     parser.add_argument(
         "--targets", type=Path, nargs="+", default=[TARGETS / "resnet_small", TARGETS / "vgg_small"]
@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|")
     for r in rows:
         exact = r["files"] - r["approximate"] - r["mismatched"]
-        name = r["protector"] if not Path(r["protector"]).exists() else "RAEG"
+        name, protect = method_name(r["protector"]), r["protect_seconds_per_image"]
         print(
-            f"| {name} | {r['files']} | {r['protect_seconds_per_image']:.4f} | "
+            f"| {name} | {r['files']} | {protect:.4f} | "
             f"{r['recover_seconds_per_image']:.4f} | {exact}/{r['files']} |"
         )
     print(f"wrote {args.json}")
