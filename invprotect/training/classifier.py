@@ -17,6 +17,7 @@ from invprotect.data import ImageSet
 from invprotect.device import Precision, autocast_dtype
 from invprotect.targets.accuracy import accuracy
 from invprotect.targets.classifier import Classifier
+from invprotect.training.adversarial import PGDConfig, pgd_linf
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class ClassifierTrainingConfig:
             or ``"fp32"``.
         seed: Seeds the data order and the augmentation (seed the model's
             initialisation with ``torch.manual_seed`` before building it).
+        adversarial: Adversarial training: every batch is replaced by its PGD version
+            (`invprotect.training.adversarial.pgd_linf`, random start drawn from the
+            seeded generator); ``None`` trains on the batches as they are.
     """
 
     epochs: int = 15
@@ -47,6 +51,7 @@ class ClassifierTrainingConfig:
     augment: bool = True
     precision: Precision = "auto"
     seed: int = 0
+    adversarial: PGDConfig | None = None
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -161,6 +166,8 @@ def train_classifier(
             x = images.to(device=device, dtype=torch.float32).div_(255.0)
             x = x.contiguous(memory_format=torch.channels_last)
             y = train.labels[index].to(device)
+            if config.adversarial is not None:
+                x = pgd_linf(model, x, y, config.adversarial, generator, cast)
             for group in optimiser.param_groups:
                 group["lr"] = one_cycle_lr(epoch * steps_per_epoch + step, total_steps, config.lr)
             with torch.autocast(device.type, dtype=cast or torch.float32, enabled=cast is not None):
@@ -226,7 +233,8 @@ def _resume(
     if not (Path(state_dir) / "config.json").is_file():
         return 0
     tensors, meta = load_checkpoint(state_dir)
-    if meta["config"] != asdict(config):
+    # States saved before the ``adversarial`` setting existed trained without it.
+    if {"adversarial": None, **meta["config"]} != asdict(config):
         raise ValueError(
             f"{state_dir} holds a run with different settings ({meta['config']}); "
             "use the same settings to resume, or another output path"
