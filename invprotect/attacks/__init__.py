@@ -34,9 +34,11 @@ from invprotect.attacks.jpeg import (
 from invprotect.attacks.layer import DEFAULT_ATTACKS, AttackLayer, AttackResult
 from invprotect.attacks.pixel import (
     GaussianNoise,
+    Grayscale,
     IdentityAttack,
     QuantizeSTE,
     gaussian_noise,
+    grayscale,
     identity,
     quantize_ste,
 )
@@ -64,6 +66,7 @@ __all__ = [
     "GaussianBlur",
     "GaussianNoise",
     "GradientKind",
+    "Grayscale",
     "IdentityAttack",
     "JPEGMask",
     "KorniaJPEG",
@@ -77,6 +80,7 @@ __all__ = [
     "dct_matrix",
     "gaussian_blur",
     "gaussian_noise",
+    "grayscale",
     "identity",
     "is_attack",
     "jpeg_kornia",

@@ -1,4 +1,4 @@
-"""Point-wise attacks: identity, additive Gaussian noise and 8-bit quantisation."""
+"""Point-wise attacks: identity, additive Gaussian noise, grayscale and 8-bit quantisation."""
 
 from __future__ import annotations
 
@@ -30,6 +30,29 @@ def identity(x: Tensor) -> Tensor:
         True
     """
     return x
+
+
+@image_op("grayscale", rgb=True)
+def grayscale(x: Tensor) -> Tensor:
+    r"""Replace each pixel by its luma, kept as three equal channels.
+
+    ``Y = 0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601, the weights of PIL's ``convert("L")``),
+    the "grayscale squeezing" a thief uses to wash out colour perturbations.
+
+    Args:
+        x: RGB images ``(B, 3, H, W)``, float in ``[0, 1]``.
+
+    Returns:
+        ``(B, 3, H, W)`` with three equal channels, same dtype.
+
+    Example:
+        >>> y = grayscale(torch.rand(2, 3, 4, 4))
+        >>> torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 1], y[:, 2])
+        True
+    """
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+    luma = torch.einsum("bchw,c->bhw", x, weights)
+    return luma[:, None].expand_as(x).contiguous()
 
 
 @image_op("gaussian_noise")
@@ -118,6 +141,21 @@ class IdentityAttack(Attack):
     def apply_params(self, x: Tensor, params: AttackParams) -> Tensor:
         """See `Attack.apply_params`."""
         return identity(x)
+
+
+class Grayscale(Attack):
+    """Grayscale squeezing (registered as ``grayscale``): see `grayscale`. No parameters.
+
+    Example:
+        >>> Grayscale()(torch.rand(2, 3, 8, 8)).shape
+        torch.Size([2, 3, 8, 8])
+    """
+
+    rgb_only: ClassVar[bool] = True
+
+    def apply_params(self, x: Tensor, params: AttackParams) -> Tensor:
+        """See `Attack.apply_params`."""
+        return grayscale(x)
 
 
 class GaussianNoise(Attack):

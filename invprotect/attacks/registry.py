@@ -10,7 +10,7 @@ from invprotect.attacks.base import Attack
 from invprotect.attacks.filters import GaussianBlur, MedianBlur
 from invprotect.attacks.geometry import RandomCrop, Resize
 from invprotect.attacks.jpeg import JPEGSS, JPEGSTE, JPEGMask, KorniaJPEG, PseudoJPEG
-from invprotect.attacks.pixel import GaussianNoise, IdentityAttack, QuantizeSTE
+from invprotect.attacks.pixel import GaussianNoise, Grayscale, IdentityAttack, QuantizeSTE
 
 AttackFactory = Callable[..., Attack]
 """An attack class or factory: ``(**hparams) -> Attack``."""
@@ -23,6 +23,7 @@ _ATTACKS.register("median_blur")(MedianBlur)
 _ATTACKS.register("resize")(Resize)
 _ATTACKS.register("random_crop")(RandomCrop)
 _ATTACKS.register("quantize")(QuantizeSTE)
+_ATTACKS.register("grayscale")(Grayscale)
 _ATTACKS.register("jpeg_kornia")(KorniaJPEG)
 _ATTACKS.register("jpeg_mask")(JPEGMask)
 _ATTACKS.register("jpeg_ss")(JPEGSS)

@@ -27,6 +27,40 @@ def fooling_margin_loss(logits: Tensor, labels: Tensor, margin: float = 5.0) -> 
     return F.relu(true - others.max(1).values + margin).mean()
 
 
+def targeted_margin_loss(logits: Tensor, targets: Tensor, margin: float = 5.0) -> Tensor:
+    """Push each image towards a chosen class: ``relu(max_{j != t} z_j - z_t + margin)``.
+
+    The targeted counterpart of `fooling_margin_loss`, zero once the target class ``t``
+    wins by ``margin``. With a fixed class map (every image of class ``y`` pushed to the
+    same class ``t(y)``) the perturbations are class-consistent, which makes them strong
+    training poisons (Fowl et al., NeurIPS 2021), not only test-time adversarial examples.
+
+    Args:
+        logits: ``(B, K)`` classifier outputs.
+        targets: ``(B,)`` wanted classes.
+        margin: Logit gap wanted between the target class and the best other class.
+    """
+    target = logits.gather(1, targets[:, None])[:, 0]
+    others = logits.masked_fill(F.one_hot(targets, logits.shape[1]).bool(), float("-inf"))
+    return F.relu(others.max(1).values - target + margin).mean()
+
+
+def high_frequency_share(perturbation: Tensor) -> Tensor:
+    """Share of a perturbation's energy above the pass band of a 3x3 box blur, in ``[0, 1]``.
+
+    ``|d - blur(d)|^2 / |d|^2`` per image, averaged: 0 for a perturbation that blurring
+    leaves unchanged, near 1 for pixel-level (e.g. period-2 stripe) patterns, which
+    blurring and denoising purifiers remove. Scale-free, so its weight does not fight
+    the PSNR budget.
+
+    Args:
+        perturbation: ``(B, C, H, W)`` difference between protected and original images.
+    """
+    blurred = F.avg_pool2d(F.pad(perturbation, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    high = (perturbation - blurred).square().flatten(1).sum(1)
+    return (high / perturbation.square().flatten(1).sum(1).clamp_min(1e-12)).mean()
+
+
 def structural_loss(a: Tensor, b: Tensor) -> Tensor:
     """``1 - SSIM`` (pytorch-msssim, 11x11 Gaussian window, or smaller for small images)."""
     window = min(11, a.shape[-1], a.shape[-2])

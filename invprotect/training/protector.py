@@ -20,6 +20,7 @@ from invprotect.checkpoint import (
     save_checkpoint,
 )
 from invprotect.data import ImageSet
+from invprotect.defences.comdefend import ComDefend
 from invprotect.device import Precision, autocast_dtype
 from invprotect.metrics import psnr
 from invprotect.models import RAEG
@@ -28,7 +29,9 @@ from invprotect.models.losses import (
     discriminator_loss,
     fooling_margin_loss,
     generator_gan_loss,
+    high_frequency_share,
     structural_loss,
+    targeted_margin_loss,
 )
 from invprotect.targets import Classifier
 
@@ -41,6 +44,10 @@ TRAINING_ATTACKS: dict[str, float] = DEFAULT_ATTACKS | {"median_blur": 1.0}
 attack types) plus a median filter (3x3 or 5x5), all equally likely. The median filter is not
 in the paper's mix; with it, protected images came out smoother (higher SSIM at the same PSNR)
 in a scan of the recipe (``docs/results.md``)."""
+
+
+FOOLING_MODES = ("margin", "class-consistent")
+"""The ways the classification terms of `ProtectorTrainingConfig` can push images."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,17 @@ class ProtectorTrainingConfig:
         floor_gain: Speed (dB per dB of error per step) at which the floor follows the
             error of the mean PSNR.
         psnr_smoothing: Weight of the old value in the moving average of the PSNR.
+        fooling: How the classification terms push: ``"margin"`` (untargeted margin
+            loss, each image just past the decision boundary) or ``"class-consistent"``
+            (every image of class ``y`` towards class ``(y + class_shift) mod K``, with
+            `targeted_margin_loss`: perturbations that also poison training).
+        class_shift: The class map of ``"class-consistent"`` fooling (1 to K - 1).
+        purifier: A ComDefend checkpoint (``invprotect train-defence comdefend``): each
+            step, its reconstruction of the protected images (binarisation passed
+            straight through) must be misclassified too. Evaluate against another
+            ComDefend instance than this one.
+        smoothness: Weight of `high_frequency_share` of the perturbation (0: off), which
+            pushes the perturbation to frequencies that blurring does not remove.
         attacks: Attack mix of the `AttackLayer` (``None``: `TRAINING_ATTACKS`).
         precision: Precision of the target classifiers' passes: ``"auto"`` (bfloat16
             autocast where the hardware has it), ``"bf16"`` or ``"fp32"``. The
@@ -108,6 +126,10 @@ class ProtectorTrainingConfig:
     floor_weight: float = 0.05
     floor_gain: float = 0.05
     psnr_smoothing: float = 0.9
+    fooling: str = "margin"
+    class_shift: int = 1
+    purifier: str | None = None
+    smoothness: float = 0.0
     attacks: Mapping[str, float] | None = None
     precision: Precision = "auto"
     seed: int = 0
@@ -122,6 +144,13 @@ class ProtectorTrainingConfig:
             raise ValueError(f"target_psnr must be in [10, 60] dB, got {self.target_psnr}")
         if not 0.0 <= self.psnr_smoothing < 1.0:
             raise ValueError(f"psnr_smoothing must be in [0, 1), got {self.psnr_smoothing}")
+        if self.fooling not in FOOLING_MODES:
+            raise ValueError(f"fooling must be one of {FOOLING_MODES}, got {self.fooling!r}")
+        if self.class_shift < 1 or self.smoothness < 0:
+            raise ValueError(
+                f"class_shift must be >= 1 and smoothness >= 0, got {self.class_shift}, "
+                f"{self.smoothness}"
+            )
         if not 0.0 < self.final_lr_fraction <= 1.0:
             raise ValueError(f"final_lr_fraction must be in (0, 1], got {self.final_lr_fraction}")
 
@@ -187,6 +216,10 @@ def train_protector(
     d_opt = torch.optim.Adam(raeg.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
     cast = autocast_dtype(device, config.precision)
     perceptual = perceptual_loss(config.perceptual, device)
+    purifier = ComDefend.load(config.purifier).to(device) if config.purifier else None
+    if purifier is not None:
+        purifier.eval().requires_grad_(False)
+    fool = _fooling_loss(config)
 
     def classify(batch: Tensor) -> Tensor:
         batch = batch.contiguous(memory_format=torch.channels_last)
@@ -214,10 +247,14 @@ def train_protector(
         logits_prt, logits_atk = classify(protected), classify(attacked)
         logits_rec = classify(recovered.clamp(0.0, 1.0))
         classification = (
-            fooling_margin_loss(logits_prt, labels, config.margin)
-            + fooling_margin_loss(logits_atk, labels, config.margin)
+            fool(logits_prt, labels)
+            + fool(logits_atk, labels)
             + F.cross_entropy(logits_rec, labels)
         )
+        if purifier is not None:
+            classification = classification + fool(
+                classify(_purify_ste(purifier, protected)), labels
+            )
         image_psnr = psnr(protected, x, max_db=100.0)
         loss = (
             F.mse_loss(protected, x)
@@ -227,6 +264,8 @@ def train_protector(
             + config.delta * generator_gan_loss(raeg.discriminator(protected))
             + config.floor_weight * F.relu(floor - image_psnr).mean()
         )
+        if config.smoothness:
+            loss = loss + config.smoothness * high_frequency_share(protected - x)
         g_opt.zero_grad(set_to_none=True)
         loss.backward()
         g_opt.step()
@@ -264,6 +303,26 @@ def train_protector(
             _save(raeg, g_opt, d_opt, state_dir, config, step + 1, floor, smoothed)
     raeg.eval()
     return events
+
+
+def _fooling_loss(config: ProtectorTrainingConfig) -> Callable[[Tensor, Tensor], Tensor]:
+    """``(logits, labels) -> loss`` of the configured fooling mode."""
+    if config.fooling == "margin":
+        return lambda logits, labels: fooling_margin_loss(logits, labels, config.margin)
+
+    def class_consistent(logits: Tensor, labels: Tensor) -> Tensor:
+        targets = (labels + config.class_shift) % logits.shape[1]
+        return targeted_margin_loss(logits, targets, config.margin)
+
+    return class_consistent
+
+
+def _purify_ste(purifier: ComDefend, images: Tensor) -> Tensor:
+    """ComDefend's reconstruction with the binarisation's gradient passed straight through."""
+    code = purifier.encode(images)
+    soft = torch.sigmoid(code)
+    bits = purifier.binarize(code) + soft - soft.detach()
+    return purifier.decode(bits).clamp(0.0, 1.0)
 
 
 def perceptual_loss(spec: str, device: torch.device) -> Callable[[Tensor, Tensor], Tensor]:

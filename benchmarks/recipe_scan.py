@@ -1,0 +1,213 @@
+"""The thief's quick proxy for protector recipes (issue: the thief's test).
+
+For each recipe: train a protector against the targets, then measure what a thief gets
+
+* at test time: the targets and an unseen family on protected test images, as they are and
+  after each defence (Table 1's question), beside the originals after the same defence;
+* by training: a pirate (``--pirate-arch``) trained on protected training images (as they
+  are, and after each defence) and tested on clean test images (Table 3's question),
+  beside a pirate trained on the originals.
+
+The ComDefend a recipe may train through (``--comdefend-seen``) is never the one the thief
+uses (``--comdefend-unseen``: another seed, other training images). Results: one JSON per
+recipe under ``--out`` and a table on stdout.
+
+Example::
+
+    python benchmarks/recipe_scan.py --recipes margin class-consistent --steps 1500 \\
+        --prep benchmarks/out/prep --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from pytorch_msssim import ssim
+
+from common import machine
+from invprotect.data import ImageSet, default_cache_dir, load_image_set, train_test_split
+from invprotect.defences import create_defence_from_spec
+from invprotect.metrics import psnr
+from invprotect.models import RAEG
+from invprotect.targets import Classifier, Ensemble
+from invprotect.targets.accuracy import accuracy
+from invprotect.training import ClassifierTrainingConfig, train_classifier
+from invprotect.training.protector import (
+    TRAINING_ATTACKS,
+    ProtectorTrainingConfig,
+    train_protector,
+)
+
+PURIFYING_ATTACKS = TRAINING_ATTACKS | {"grayscale": 1.0, "pseudo_jpeg": 2.0}
+"""The training mix plus grayscale squeezing and twice the (10-100 quality) pseudo-JPEG."""
+
+
+def recipes(prep: Path) -> dict[str, dict[str, Any]]:
+    """The recipe variants: name -> `ProtectorTrainingConfig` overrides."""
+    seen = str(prep / "comdefend-seen")
+    return {
+        "margin": {},
+        "class-consistent": {"fooling": "class-consistent", "margin": 10.0},
+        "cc-purifiers": {
+            "fooling": "class-consistent",
+            "margin": 10.0,
+            "purifier": seen,
+            "attacks": PURIFYING_ATTACKS,
+        },
+        "cc-purifiers-smooth": {
+            "fooling": "class-consistent",
+            "margin": 10.0,
+            "purifier": seen,
+            "attacks": PURIFYING_ATTACKS,
+            "smoothness": 0.02,
+        },
+        "margin-purifiers-smooth": {
+            "purifier": seen,
+            "attacks": PURIFYING_ATTACKS,
+            "smoothness": 0.02,
+        },
+    }
+
+
+DEFENCES = ["none", "jpeg:quality=50", "jpeg:quality=10", "grayscale", "median_filter"]
+"""Defences of the proxy besides the unseen ComDefend."""
+
+
+@torch.no_grad()
+def protect_images(raeg: RAEG, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """8-bit protected images of ``uint8`` originals, as the files would hold them."""
+    out = []
+    for chunk in images.split(batch):
+        protected = raeg.protect(chunk.float() / 255)
+        out.append((protected * 255).round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def purify(spec: str, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    """``uint8`` images after the defence ``spec`` (``"none"``: unchanged)."""
+    if spec == "none":
+        return images
+    defence = create_defence_from_spec(spec)
+    out = [
+        (defence(chunk.float() / 255) * 255).round().to(torch.uint8)
+        for chunk in images.split(batch)
+    ]
+    return torch.cat(out)
+
+
+def like(base: ImageSet, images: torch.Tensor) -> ImageSet:
+    """``base`` with other pixels."""
+    return ImageSet(images, base.labels, base.classes, base.paths)
+
+
+def pirate(arch: str, train: ImageSet, test: ImageSet, epochs: int, seed: int) -> list[float]:
+    """Clean-test accuracy per epoch of a classifier trained on ``train``."""
+    torch.manual_seed(seed)
+    model = Classifier(arch, train.classes)
+    history = train_classifier(model, train, test, ClassifierTrainingConfig(epochs=epochs))
+    return [round(record["test_accuracy"], 4) for record in history]
+
+
+def main() -> None:
+    """Run the scan."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--recipes", nargs="+", required=True)
+    parser.add_argument("--prep", type=Path, required=True, help="targets and ComDefends")
+    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/cifar10"))
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--target-psnr", type=float, default=30.0)
+    parser.add_argument("--train-images", type=int, default=10_000)
+    parser.add_argument("--test-images", type=int, default=2_000)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--pirate-arch", default="resnet_small")
+    parser.add_argument("--pirate-defences", nargs="+", default=["none", "jpeg:quality=10"])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/recipes"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    train_index, test_index = train_test_split(args.data)
+    train = load_image_set(train_index, None, default_cache_dir())
+    test = load_image_set(test_index, None, default_cache_dir())
+    generator = torch.Generator().manual_seed(0)
+    train_sub = train.subset(torch.randperm(len(train), generator=generator)[: args.train_images])
+    test_sub = test.subset(torch.randperm(len(test), generator=generator)[: args.test_images])
+    targets = [Classifier.load(args.prep / name) for name in ("resnet_small", "vgg_small")]
+    unseen = Classifier.load(args.prep / "densenet_small")
+    thief_comdefend = f"comdefend:weights={args.prep / 'comdefend-unseen'}"
+    defences = [*DEFENCES, thief_comdefend]
+    table = recipes(args.prep)
+
+    originals_path = args.out / f"originals-{args.pirate_arch}-{args.epochs}.json"
+    if not originals_path.is_file():
+        started = time.time()
+        rows = {
+            spec: [
+                accuracy(model, like(test_sub, purify(spec, test_sub.images)))
+                for model in [*targets, unseen]
+            ]
+            for spec in defences
+        }
+        curve = pirate(args.pirate_arch, train_sub, test_sub, args.epochs, seed=1)
+        result = {"test_time": rows, "pirate": {"none": curve}, "wall_s": time.time() - started}
+        originals_path.write_text(json.dumps(result | {"machine": machine()}, indent=1))
+        print("originals", json.dumps(result), flush=True)
+
+    for name in args.recipes:
+        path = args.out / f"{name}-{args.steps}.json"
+        if path.is_file():
+            print(name, path.read_text(), flush=True)
+            continue
+        started = time.time()
+        config = ProtectorTrainingConfig(
+            steps=args.steps, target_psnr=args.target_psnr, **table[name]
+        )
+        torch.manual_seed(0)
+        raeg = RAEG.from_preset("cpu-32")
+        train_protector(raeg, Ensemble(targets), train, config)
+        raeg.eval()
+        raeg.save(args.out / f"{name}-{args.steps}-protector")
+        trained_s = time.time() - started
+        protected_test = protect_images(raeg, test_sub.images)
+        x, p = test_sub.images.float() / 255, protected_test.float() / 255
+        quality = {
+            "psnr": psnr(p, x).mean().item(),
+            "ssim": ssim(p, x, data_range=1.0, win_size=7).item(),
+        }
+        rows = {
+            spec: [
+                accuracy(model, like(test_sub, purify(spec, protected_test)))
+                for model in [*targets, unseen]
+            ]
+            for spec in defences
+        }
+        protected_train = protect_images(raeg, train_sub.images)
+        curves = {}
+        for spec in args.pirate_defences:
+            spec = thief_comdefend if spec == "comdefend" else spec
+            cleaned = like(train_sub, purify(spec, protected_train))
+            curves[spec] = pirate(args.pirate_arch, cleaned, test_sub, args.epochs, seed=1)
+            print(name, spec, curves[spec], flush=True)
+        result = {
+            "recipe": name,
+            "overrides": {k: v for k, v in table[name].items()},
+            "steps": args.steps,
+            "quality": quality,
+            "test_time": rows,
+            "pirate": curves,
+            "train_s": trained_s,
+            "wall_s": time.time() - started,
+            "machine": machine(),
+        }
+        path.write_text(json.dumps(result, indent=1))
+        print(name, json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
