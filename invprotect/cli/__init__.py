@@ -2,6 +2,7 @@
 
 from invprotect.cli import defences as _defences  # noqa: F401
 from invprotect.cli import demo as _demo  # noqa: F401
+from invprotect.cli import pirate as _pirate  # noqa: F401
 from invprotect.cli import protector as _protector  # noqa: F401  (registers its commands)
 from invprotect.cli import targets as _targets  # noqa: F401
 from invprotect.cli import verify as _verify  # noqa: F401
