@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,15 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, incomplete, or not in the safetensors + JSON format."""
 
 
+TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+"""Names of the temporary files `atomic_write_bytes` writes (and a killed run leaves)."""
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A symbolic link at ``path`` is replaced by the file, never written through.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -43,6 +51,24 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(root: Path) -> list[Path]:
+    """Delete the temporary files of `atomic_write_bytes` under ``root`` (links not followed).
+
+    Only call this while no other process writes under ``root``.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = Path(folder) / name
+            if TEMPORARY_NAME.fullmatch(name) and path.is_file() and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], config: dict[str, Any]) -> Path:

@@ -9,12 +9,18 @@ originals into 8-bit protected images and per-image record bytes, and back:
   what recovery needs (reversible data hiding); the record adds nothing. RAE's recovery is
   approximate when its perturbation did not fit, and the codec says so.
 
+Each codec has `RecordKeys` derived from secret material: for `NetworkCodec` the SHA-256 of
+the generator's weights (whoever holds the weights holds the key). The baselines have no
+secret: their material is a digest of their public settings, so their key id and record
+MAC only tell apart settings and detect corruption; they hide nothing.
+
 `file_codec` picks the codec of a protector.
 """
 
 from __future__ import annotations
 
 import abc
+import functools
 import hashlib
 import json
 from typing import Any
@@ -26,6 +32,7 @@ from invprotect.baselines import RAE, RIT, RecoveryStatus
 from invprotect.models import RAEG
 from invprotect.models.exact import ExactCodec
 from invprotect.models.protector import Protector
+from invprotect.record import RecordKeys
 
 __all__ = ["EmbeddedCodec", "FileCodec", "NetworkCodec", "file_codec"]
 
@@ -45,10 +52,19 @@ class FileCodec(abc.ABC):
     def device(self) -> torch.device:
         """Where the protector computes."""
 
-    @property
     @abc.abstractmethod
+    def _key_material(self) -> bytes:
+        """The secret the record keys are derived from."""
+
+    @functools.cached_property
+    def keys(self) -> RecordKeys:
+        """The protector's record keys (public key id and secret)."""
+        return RecordKeys.derive(self._key_material())
+
+    @property
     def key(self) -> str:
-        """SHA-256 identifying the protector (stored in each file's record)."""
+        """The public key id stored in each file's record (reveals nothing of the secret)."""
+        return self.keys.key_id
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -92,14 +108,13 @@ class NetworkCodec(FileCodec):
         """See `FileCodec.device`."""
         return next(self.protector.parameters()).device
 
-    @property
-    def key(self) -> str:
+    def _key_material(self) -> bytes:
         """SHA-256 of the generator's weights."""
         digest = hashlib.sha256()
         for name, tensor in sorted(self.protector.generator.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return digest.hexdigest()
+        return digest.digest()
 
     def describe(self) -> dict[str, Any]:
         """See `FileCodec.describe`."""
@@ -146,11 +161,10 @@ class EmbeddedCodec(FileCodec):
                 return parameter.device
         return torch.device("cpu")
 
-    @property
-    def key(self) -> str:
-        """SHA-256 of the baseline's settings (it has no secret)."""
+    def _key_material(self) -> bytes:
+        """SHA-256 of the baseline's public settings (it has no secret)."""
         settings = json.dumps(self.protector.config(), sort_keys=True)
-        return hashlib.sha256(settings.encode()).hexdigest()
+        return hashlib.sha256(settings.encode()).digest()
 
     def describe(self) -> dict[str, Any]:
         """See `FileCodec.describe`."""

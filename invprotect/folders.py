@@ -1,20 +1,38 @@
 """Protect and recover whole trees of image files: batches, manifest, resume, bad files.
 
-Outputs keep the relative paths of the source tree (as PNG), are written atomically,
-and are never written inside the source tree, so originals are never touched. A run
-appends one JSON line per finished image to ``DST/manifest.jsonl``; an interrupted run
-started again skips the images already listed there (recovery, which writes no manifest,
-skips the outputs that exist: they were written atomically, so they are complete). Files
-that cannot be used are reported and skipped. Work goes in batches of a fixed size, so
-memory does not grow with the number of files.
+Outputs keep the relative paths of the source tree (as PNG) and are written atomically.
+The destination must not overlap the source (for a single file: must not be, or contain,
+the file), so originals are never touched and the manifest never lands among them. Links
+inside the destination are never written through.
+
+One run at a time per destination: a lock file (`LOCK_FILE`, holding the pid and host)
+makes a second run stop with a message naming the holder; a lock left by a dead process
+on this host is taken over. Temporary files of writes killed midway are removed when a
+run starts.
+
+Protection appends one JSON line per finished image to ``DST/manifest.jsonl`` (keyed
+digests only, see `invprotect.record`). A run started again skips an image only when its
+manifest entry, its output file and its source still agree: a changed source or a
+damaged output is protected again, and a destination protected under another key is
+refused before anything is written. Recovery checks each record's key before writing:
+files protected under another key are reported as failed and nothing is written for
+them. An output already present is skipped only when it decodes to the recorded original.
+
+Nothing is skipped silently: files that are not images, hidden files and links to
+folders are listed in `TreeReport.skipped_files`; unreadable folders, broken links and
+files that cannot be kept whole (16-bit, animated, metadata a PNG cannot carry) fail with
+a reason. A bad or corrupt file fails alone; the rest of its batch goes on. Work goes in
+batches of a fixed size, so memory does not grow with the number of files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import io
 import json
 import os
+import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,23 +41,35 @@ import numpy as np
 import torch
 from PIL import Image
 
-from invprotect.checkpoint import atomic_write_bytes
+from invprotect.checkpoint import atomic_write_bytes, remove_stale_temporaries
 from invprotect.filecodec import FileCodec, file_codec
 from invprotect.imageio import (
     IMAGE_SUFFIXES,
     BadImageError,
     SourceImage,
+    encode_recovered,
     open_image,
     pixel_digest,
-    prepare_image,
+    read_source,
     rebuild_image,
 )
 from invprotect.models.protector import Protector
 from invprotect.pngio import encode_png, read_chunks
-from invprotect.record import RECORD_CHUNK, RecoveryRecord
+from invprotect.record import RECORD_CHUNK, BadRecordError, RecordKeys, RecoveryRecord
 
 MANIFEST = "manifest.jsonl"
 """Name of the manifest written into the destination folder."""
+LOCK_FILE = ".invprotect.lock"
+"""Name of the lock file a run holds in its destination folder."""
+_ENTRY_FIELDS = ("path", "output", "original_mac", "protected_file_sha256", "key_id")
+
+
+class DestinationError(ValueError):
+    """The destination cannot be used: it overlaps the source, is a file, or is not writable."""
+
+
+class DestinationLockedError(DestinationError):
+    """Another run holds the destination's lock file."""
 
 
 @dataclass(frozen=True)
@@ -51,41 +81,109 @@ class Job:
     output: Path
 
 
+@dataclass
+class TreeScan:
+    """What `scan_tree` found.
+
+    Attributes:
+        jobs: The image files to process.
+        failed: ``(relative path, reason)`` of entries that cannot be processed
+            (unreadable folders, broken links, special files, outputs shared by two inputs).
+        skipped: ``(relative path, reason)`` of entries deliberately left alone (files
+            that are not images, hidden files and folders, links to folders).
+    """
+
+    jobs: list[Job] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
 def paths_overlap(a: Path, b: Path) -> bool:
     """Whether one of two (absolute) paths is, or lies inside, the other."""
     return a == b or a.is_relative_to(b) or b.is_relative_to(a)
 
 
-def collect_jobs(src: Path, dst: Path) -> tuple[list[Job], list[tuple[str, str]]]:
+def output_root(src: Path, dst: Path) -> Path:
+    """The folder a run writes into: ``dst``, or its parent for one file to a ``.png`` name."""
+    if src.is_file() and dst.suffix.lower() == ".png" and not dst.is_dir():
+        return dst.parent
+    return dst
+
+
+def scan_tree(src: Path, dst: Path, ignore: frozenset[str] = frozenset()) -> TreeScan:
     """The image files under ``src`` (or ``src`` itself) with their PNG outputs under ``dst``.
 
-    Hidden files and folders are skipped. Returns the jobs and the files refused
-    (relative path, reason), for example two inputs that would share one output.
+    Links to folders are not followed. ``ignore`` holds paths relative to ``src`` that
+    are left out without a word (such as the manifest of a protected tree).
     """
+    scan = TreeScan()
     if src.is_file():
-        output = dst if dst.suffix.lower() == ".png" else dst / f"{src.stem}.png"
-        return [Job(src, src.name, output)], []
-    files = sorted(
-        path
-        for path in src.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES
-        and path.is_file()
-        and not any(part.startswith(".") for part in path.relative_to(src).parts)
-    )
-    jobs: list[Job] = []
-    refused: list[tuple[str, str]] = []
+        output = dst if output_root(src, dst) != dst else dst / f"{src.stem}.png"
+        scan.jobs.append(Job(src, src.name, output))
+        return scan
+    if not src.is_dir():
+        return scan
+
+    def unreadable(error: OSError) -> None:
+        where = Path(error.filename or src)
+        relative = where.relative_to(src).as_posix() if where.is_relative_to(src) else str(where)
+        scan.failed.append((relative or ".", f"cannot read this folder ({error.strerror})"))
+
+    files = []
+    for folder, folders, names in os.walk(src, onerror=unreadable):
+        base = Path(folder)
+        for name in sorted(folders):
+            relative = (base / name).relative_to(src).as_posix()
+            if name.startswith("."):
+                scan.skipped.append((relative, "hidden folder, not searched"))
+                folders.remove(name)
+            elif (base / name).is_symlink():
+                scan.skipped.append((relative, "link to a folder, not followed"))
+                folders.remove(name)
+        for name in names:
+            path = base / name
+            relative = path.relative_to(src).as_posix()
+            reason = _file_problem(path, name)
+            if relative in ignore:
+                continue
+            if reason is None:
+                files.append(path)
+            elif reason.startswith("skip: "):
+                scan.skipped.append((relative, reason.removeprefix("skip: ")))
+            else:
+                scan.failed.append((relative, reason))
     claimed: dict[Path, str] = {}
-    for path in files:
+    for path in sorted(files):
         relative = path.relative_to(src).as_posix()
         output = dst / Path(relative).with_suffix(".png")
         if output in claimed:
-            refused.append(
+            scan.failed.append(
                 (relative, f"its output {output} is already the output of {claimed[output]}")
             )
             continue
         claimed[output] = relative
-        jobs.append(Job(path, relative, output))
-    return jobs, refused
+        scan.jobs.append(Job(path, relative, output))
+    return scan
+
+
+def _file_problem(path: Path, name: str) -> str | None:
+    """Why a directory entry is not an image job (``"skip: ..."`` for deliberate skips)."""
+    if name.startswith("."):
+        return "skip: hidden file"
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        kind = f"suffix {path.suffix}" if path.suffix else "no suffix"
+        return f"skip: not an image file ({kind})"
+    if path.is_symlink() and not path.exists():
+        return "broken symbolic link"
+    if not path.is_file():
+        return "not a regular file"
+    return None
+
+
+def collect_jobs(src: Path, dst: Path) -> tuple[list[Job], list[tuple[str, str]]]:
+    """The jobs of `scan_tree` and the entries that failed (its skipped entries left out)."""
+    scan = scan_tree(src, dst)
+    return scan.jobs, scan.failed
 
 
 @dataclass
@@ -94,13 +192,17 @@ class TreeReport:
 
     Attributes:
         written: Images processed in this run.
-        skipped: Images already finished by an earlier run.
+        skipped: Images already finished by an earlier run (and checked).
         failed: ``(relative path, reason)`` of files that could not be processed.
         altered: Relative paths of protected files that were changed after protection
             (recovered approximately).
         mismatched: Relative paths whose recovery does not match the recorded original.
         approximate: Relative paths of untouched files that the protector recovers only
             approximately by design (RAE when its perturbation did not fit).
+        skipped_files: ``(relative path, reason)`` of entries left alone on purpose (not
+            images, hidden, links to folders); they do not make the run fail.
+        warnings: Things the run repaired or ignored (manifest lines, stale temporary
+            files, outputs redone); they do not make the run fail.
     """
 
     written: int = 0
@@ -109,28 +211,71 @@ class TreeReport:
     altered: list[str] = field(default_factory=list)
     mismatched: list[str] = field(default_factory=list)
     approximate: list[str] = field(default_factory=list)
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        """True when nothing failed and no recovery mismatched."""
+        """True when nothing failed and no recovery mismatched (the exit status 0)."""
         return not self.failed and not self.mismatched
 
 
-def read_manifest(path: Path) -> dict[str, dict]:
-    """Entries of a manifest by relative source path (a torn last line is ignored)."""
+def read_manifest(path: Path, warnings: list[str] | None = None) -> dict[str, dict]:
+    """Entries of a manifest by relative source path; lines that are not entries are ignored.
+
+    Args:
+        path: The manifest file (a missing file gives no entries).
+        warnings: Receives one message per ignored line (a torn last line of an
+            interrupted run, text that is not JSON or not UTF-8, a JSON value that is not
+            an object with a string ``path``).
+
+    Raises:
+        ValueError: If the file exists but cannot be read.
+    """
+    try:
+        data = path.read_bytes() if path.is_file() else b""
+    except OSError as error:
+        raise ValueError(f"cannot read the manifest {path}: {error.strerror}") from None
     entries: dict[str, dict] = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            entries[entry["path"]] = entry
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            torn = number == len(lines)
+            problem = "is incomplete (an interrupted run)" if torn else "is not UTF-8 JSON"
+            _warn(warnings, f"{path}: line {number} {problem}; ignored")
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+            _warn(warnings, f"{path}: line {number} is not an entry with a 'path'; ignored")
+            continue
+        entries[entry["path"]] = entry
     return entries
 
 
+def _warn(warnings: list[str] | None, message: str) -> None:
+    if warnings is not None:
+        warnings.append(message)
+
+
+def _manifest_is_clean(path: Path, entries: dict[str, dict]) -> bool:
+    """Whether the manifest holds exactly one well-formed line per entry, newline-ended."""
+    if not path.is_file():
+        return True
+    data = path.read_bytes()
+    return data.endswith(b"\n") and data.count(b"\n") == len(entries) and b"\n\n" not in data
+
+
+def _write_manifest(path: Path, entries: dict[str, dict]) -> None:
+    lines = "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in entries.values())
+    atomic_write_bytes(path, lines.encode())
+
+
 def _append(path: Path, entry: dict) -> None:
-    with path.open("a") as file:
+    handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(handle, "a") as file:
         file.write(json.dumps(entry, sort_keys=True) + "\n")
         file.flush()
         os.fsync(file.fileno())
@@ -151,20 +296,129 @@ def _pad(rgb: torch.Tensor, multiple: int) -> torch.Tensor:
     return torch.from_numpy(padded)
 
 
-def _checked_paths(src: Path, dst: Path) -> tuple[Path, Path]:
-    """Absolute SRC and DST, refusing a missing SRC and a DST that could touch SRC."""
+def _checked_paths(src: Path, dst: Path) -> tuple[Path, Path, Path]:
+    """Absolute SRC, DST and output root, refusing a missing SRC and any overlap.
+
+    Raises:
+        ValueError: If SRC does not exist.
+        DestinationError: If the output root is, contains or lies inside SRC.
+    """
+    if not os.path.lexists(src):
+        raise ValueError(f"{src.resolve()} does not exist")
     src, dst = src.resolve(), dst.resolve()
-    if not src.exists():
-        raise ValueError(f"{src} does not exist")
-    if src.is_dir() and paths_overlap(src, dst):
-        raise ValueError(f"DST {dst} must not be SRC or lie inside it (or contain it)")
-    if src.is_file() and dst == src:
-        raise ValueError("the output would replace the original")
-    return src, dst
+    root = output_root(src, dst)
+    if paths_overlap(src, root):
+        raise DestinationError(
+            f"DST {root} must not be SRC or lie inside it (or contain it): outputs and the "
+            f"manifest would land among the originals of {src}; give a separate folder"
+        )
+    return src, dst, root
+
+
+@contextlib.contextmanager
+def _destination(root: Path, report: TreeReport) -> Iterator[None]:
+    """Create ``root``, hold its lock and remove stale temporary files while the run works.
+
+    On exit the lock is released and ``root`` removed again if this run created it and
+    wrote nothing into it.
+
+    Raises:
+        DestinationError: If ``root`` is a file, cannot be created or written, or is
+            locked by another run.
+    """
+    existed = root.exists()
+    if existed and not root.is_dir():
+        raise DestinationError(f"DST {root} exists and is not a folder; give a folder")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DestinationError(f"cannot create DST {root}: {error.strerror}") from None
+    lock = _acquire_lock(root)
+    try:
+        stale = remove_stale_temporaries(root)
+        if stale:
+            report.warnings.append(f"removed {len(stale)} temporary files of an interrupted run")
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+        if not existed:
+            with contextlib.suppress(OSError):
+                root.rmdir()  # only succeeds when nothing was written
+
+
+def _acquire_lock(root: Path) -> Path:
+    path = root / LOCK_FILE
+    holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.ctime()}
+    for attempt in range(2):
+        try:
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except FileExistsError:
+            other = _lock_holder(path)
+            if attempt == 0 and _is_dead(other):
+                path.unlink(missing_ok=True)
+                continue
+            who = (
+                f"process {other.get('pid')} on {other.get('host')} since {other.get('since')}"
+                if other
+                else "an unknown process"
+            )
+            raise DestinationLockedError(
+                f"DST {root} is in use by {who} (lock file {path}); wait for that run, or "
+                "delete the lock file if it is not running"
+            ) from None
+        except OSError as error:
+            raise DestinationError(f"cannot write into DST {root}: {error.strerror}") from None
+        with os.fdopen(handle, "w") as file:
+            file.write(json.dumps(holder) + "\n")
+        return path
+    raise DestinationLockedError(f"DST {root}: could not take over the stale lock {path}")
+
+
+def _lock_holder(path: Path) -> dict:
+    try:
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _is_dead(holder: dict) -> bool:
+    """Whether a lock's holder is a process of this host that no longer runs."""
+    pid = holder.get("pid")
+    if holder.get("host") != socket.gethostname() or not isinstance(pid, int) or pid <= 0:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _unsafe_output(root: Path, output: Path) -> str | None:
+    """Why writing ``output`` could leave ``root`` or hit something not ours, if it could."""
+    path = root
+    for part in output.relative_to(root).parts:
+        path = path / part
+        if path.is_symlink():
+            return f"{path} is a symbolic link; invprotect never writes through links"
+    if output.exists() and not output.is_file():
+        return f"{output} exists and is not a regular file"
+    return None
 
 
 def _rgb_digest(rgb: torch.Tensor) -> str:
     return hashlib.sha256(rgb.contiguous().numpy().tobytes()).hexdigest()
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def protect_tree(
@@ -174,76 +428,132 @@ def protect_tree(
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
 ) -> TreeReport:
-    """Protect every image under ``src`` into ``dst`` (PNG with a recovery record).
+    """Protect every image under ``src`` into ``dst`` (PNG with a sealed recovery record).
 
     ``protector`` is a `RAEG` or a baseline (`RAE`, `RIT`; see `invprotect.filecodec`).
 
     Raises:
-        ValueError: If ``src`` does not exist or ``dst`` overlaps it.
+        ValueError: If ``src`` does not exist or the manifest cannot be read.
+        DestinationError: If ``dst`` overlaps ``src``, cannot be written, is locked by
+            another run, or holds files protected under another key.
     """
-    src, dst = _checked_paths(src, dst)
-    jobs, refused = collect_jobs(src, dst)
-    report = TreeReport(failed=list(refused))
-    manifest_path = (dst.parent if dst.suffix.lower() == ".png" else dst) / MANIFEST
-    manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    done = read_manifest(manifest_path)
+    src, dst, root = _checked_paths(src, dst)
+    scan = scan_tree(src, dst)
+    report = TreeReport(failed=list(scan.failed), skipped_files=list(scan.skipped))
     codec = file_codec(protector)
-    key = codec.key
-    for batch in _batches(jobs, batch_size):
-        todo = []
-        for job in batch:
-            if job.relative in done and job.output.is_file():
-                report.skipped += 1
-                continue
-            try:
-                todo.append((job, prepare_image(open_image(job.source))))
-            except BadImageError as error:
-                report.failed.append((job.relative, str(error)))
-        groups: dict[tuple[int, int], list[tuple[Job, SourceImage, torch.Tensor]]] = {}
-        for job, source in todo:
-            padded = _pad(source.rgb, codec.side_multiple)
-            groups.setdefault(tuple(padded.shape[-2:]), []).append((job, source, padded))
-        for whole_group in groups.values():
-            group, protected, residuals = _encode(codec, whole_group, report)
-            for (job, source, _), image, residual in zip(group, protected, residuals, strict=True):
-                height, width = source.rgb.shape[-2:]
-                record = RecoveryRecord(
-                    source.mode,
-                    height,
-                    width,
-                    source.digest,
-                    _rgb_digest(image),
-                    key,
-                    residual,
-                    source.extra,
-                )
-                pixels = image.permute(1, 2, 0).numpy()
-                if source.alpha is not None:
-                    alpha = np.pad(
-                        source.alpha,
-                        ((0, image.shape[1] - height), (0, image.shape[2] - width)),
-                        mode="edge",
-                    )
-                    pixels = np.dstack([pixels, alpha])
-                data = encode_png(pixels, {RECORD_CHUNK: record.to_bytes()})
-                atomic_write_bytes(job.output, data)
-                crop = image[:, :height, :width].float()
-                mse = (crop - source.rgb.float()).square().mean().item()
-                _append(
-                    manifest_path,
-                    {
-                        "path": job.relative,
-                        "output": job.output.relative_to(manifest_path.parent).as_posix(),
-                        "original_sha256": source.digest,
-                        "protected_file_sha256": hashlib.sha256(data).hexdigest(),
-                        "psnr": round(10 * np.log10(255**2 / max(mse, 1e-10)), 3),
-                        "record_bytes": len(residual),
-                    },
-                )
-                report.written += 1
-        if progress is not None:
-            progress(len(batch))
+    keys = codec.keys
+    manifest_path = root / MANIFEST
+    if manifest_path.is_symlink():
+        raise DestinationError(f"{manifest_path} is a symbolic link; refusing to write through it")
+    with _destination(root, report):
+        done = read_manifest(manifest_path, report.warnings)
+        others = sorted({str(e.get("key_id")) for e in done.values()} - {keys.key_id, "None"})
+        if others:
+            raise DestinationError(
+                f"DST {root} holds files protected under another key ({others[0][:12]}...); "
+                "protect into a new folder, or use the protector that protected them"
+            )
+        if not _manifest_is_clean(manifest_path, done):
+            _write_manifest(manifest_path, done)
+        redone = False
+        for batch in _batches(scan.jobs, batch_size):
+            todo = []
+            for job in batch:
+                try:
+                    source = read_source(job.source)
+                except BadImageError as error:
+                    report.failed.append((job.relative, str(error)))
+                    continue
+                mac = keys.original_mac(source.digest)
+                entry = done.get(job.relative)
+                if entry is not None:
+                    problem = _unfinished(entry, job, root, keys, mac)
+                    if problem is None:
+                        report.skipped += 1
+                        continue
+                    report.warnings.append(f"{job.relative}: {problem}; protected again")
+                    redone = True
+                unsafe = _unsafe_output(root, job.output)
+                if unsafe is not None:
+                    report.failed.append((job.relative, unsafe))
+                    continue
+                todo.append((job, source, mac))
+            _protect_batch(codec, keys, todo, root, manifest_path, report)
+            if progress is not None:
+                progress(len(batch))
+        if redone:
+            _write_manifest(manifest_path, read_manifest(manifest_path))
     return report
+
+
+def _unfinished(entry: dict, job: Job, root: Path, keys: RecordKeys, mac: str) -> str | None:
+    """Why a manifest entry does not prove its job done (``None`` when it does)."""
+    if any(not isinstance(entry.get(name), str) for name in _ENTRY_FIELDS):
+        return "its manifest entry is incomplete"
+    if entry["key_id"] != keys.key_id:
+        return "its manifest entry names another key"
+    if entry["output"] != job.output.relative_to(root).as_posix():
+        return "its manifest entry names another output"
+    if entry["original_mac"] != mac:
+        return "the source changed since it was protected"
+    if job.output.is_symlink() or _file_sha256(job.output) != entry["protected_file_sha256"]:
+        return "its output is missing or was changed"
+    return None
+
+
+def _protect_batch(
+    codec: FileCodec,
+    keys: RecordKeys,
+    todo: list[tuple[Job, SourceImage, str]],
+    root: Path,
+    manifest_path: Path,
+    report: TreeReport,
+) -> None:
+    """Protect one batch of prepared images, write their files and manifest entries."""
+    groups: dict[tuple[int, int], list[tuple[Job, SourceImage, torch.Tensor]]] = {}
+    macs = {job.relative: mac for job, _, mac in todo}
+    for job, source, _ in todo:
+        padded = _pad(source.rgb, codec.side_multiple)
+        groups.setdefault(tuple(padded.shape[-2:]), []).append((job, source, padded))
+    for whole_group in groups.values():
+        group, protected, residuals = _encode(codec, whole_group, report)
+        for (job, source, _), image, residual in zip(group, protected, residuals, strict=True):
+            height, width = source.rgb.shape[-2:]
+            record = RecoveryRecord(
+                source.mode,
+                height,
+                width,
+                macs[job.relative],
+                _rgb_digest(image),
+                keys.key_id,
+                residual,
+                source.extra,
+            )
+            pixels = image.permute(1, 2, 0).numpy()
+            if source.alpha is not None:
+                alpha = np.pad(
+                    source.alpha,
+                    ((0, image.shape[1] - height), (0, image.shape[2] - width)),
+                    mode="edge",
+                )
+                pixels = np.dstack([pixels, alpha])
+            data = encode_png(pixels, {RECORD_CHUNK: record.seal(keys)})
+            atomic_write_bytes(job.output, data)
+            crop = image[:, :height, :width].float()
+            mse = (crop - source.rgb.float()).square().mean().item()
+            _append(
+                manifest_path,
+                {
+                    "path": job.relative,
+                    "output": job.output.relative_to(root).as_posix(),
+                    "original_mac": macs[job.relative],
+                    "key_id": keys.key_id,
+                    "protected_file_sha256": hashlib.sha256(data).hexdigest(),
+                    "psnr": round(10 * np.log10(255**2 / max(mse, 1e-10)), 3),
+                    "record_bytes": len(residual),
+                },
+            )
+            report.written += 1
 
 
 def _encode(
@@ -279,61 +589,64 @@ def recover_tree(
 ) -> TreeReport:
     """Recover every protected PNG under ``src`` into ``dst``, in each original's mode.
 
-    Unaltered files come back bit for bit (checked against the digest in their record
-    and, when ``src`` holds a ``manifest.jsonl``, against the manifest). Altered files
-    (or files without a record) are recovered approximately and listed in
-    ``TreeReport.altered``. Untouched files that the protector recovers approximately by
-    design (RAE whose perturbation did not fit) are listed in ``TreeReport.approximate``.
-    Files are restored in batches of one size; outputs that exist already (from an
-    interrupted run) are skipped.
+    Unaltered files come back bit for bit with their metadata (checked against the keyed
+    digest in their record and, when ``src`` holds a ``manifest.jsonl``, against the
+    manifest). Files sealed under another key, or with a corrupt record, fail and nothing
+    is written for them. Altered files (or files without a record) are recovered
+    approximately and listed in ``TreeReport.altered``. Untouched files that the protector
+    recovers approximately by design (RAE whose perturbation did not fit) are listed in
+    ``TreeReport.approximate``. Outputs that exist already are skipped only when they
+    decode to the recorded original; others are recovered again.
 
     Raises:
-        ValueError: If ``src`` does not exist or ``dst`` overlaps it.
+        ValueError: If ``src`` does not exist.
+        DestinationError: If ``dst`` overlaps ``src``, cannot be written or is locked.
     """
-    src, dst = _checked_paths(src, dst)
-    jobs, refused = collect_jobs(src, dst)
-    report = TreeReport(failed=list(refused))
-    expected = read_manifest(src / MANIFEST) if src.is_dir() else {}
-    expected_by_output = {entry["output"]: entry for entry in expected.values()}
+    src, dst, root = _checked_paths(src, dst)
+    scan = scan_tree(src, dst, ignore=frozenset({MANIFEST, LOCK_FILE}))
+    report = TreeReport(failed=list(scan.failed), skipped_files=list(scan.skipped))
+    expected = read_manifest(src / MANIFEST, report.warnings) if src.is_dir() else {}
+    expected_by_output = {
+        entry["output"]: entry
+        for entry in expected.values()
+        if isinstance(entry.get("output"), str)
+    }
     codec = file_codec(protector)
-    for batch in _batches(jobs, batch_size):
-        opened = []
-        for job in batch:
-            if job.output.is_file():  # written atomically by an earlier run: complete
-                report.skipped += 1
-                continue
-            try:
-                opened.append(_open_protected(job))
-            except (BadImageError, ValueError) as error:
-                report.failed.append((job.relative, str(error)))
-        exact = [item for item in opened if item.exact]
-        altered = [item for item in opened if not item.exact]
-        for group in _same_shape(exact):
-            try:
-                restored, promised = codec.decode(
-                    torch.stack([item.rgb for item in group]),
-                    [item.record.residual for item in group],
-                )
-            except ValueError as error:  # a corrupt residual
-                for item in group:
-                    report.failed.append((item.job.relative, str(error)))
-                continue
-            for item, pixels, exact in zip(group, restored, promised, strict=True):
-                image = _rebuild_exact(item, pixels)
-                if not exact:
-                    report.approximate.append(item.job.relative)
-                elif pixel_digest(image) != item.record.original_sha256:
-                    report.mismatched.append(item.job.relative)
-                _write_recovered(item.job, image, expected_by_output, report, check=exact)
-        for item in altered:
-            report.altered.append(item.job.relative)
-        for group in _same_shape(altered, pad_to=codec.side_multiple):
-            padded = torch.stack([_pad(item.rgb, codec.side_multiple) for item in group])
-            for item, image in zip(group, codec.approximate(padded), strict=True):
-                image = _rebuild_altered(item, image)
-                _write_recovered(item.job, image, expected_by_output, report, check=True)
-        if progress is not None:
-            progress(len(batch))
+    keys = codec.keys
+    with _destination(root, report):
+        for batch in _batches(scan.jobs, batch_size):
+            opened = []
+            for job in batch:
+                try:
+                    item = _open_protected(job, keys, codec.side_multiple)
+                except (BadImageError, BadRecordError) as error:
+                    report.failed.append((job.relative, str(error)))
+                    continue
+                unsafe = _unsafe_output(root, job.output)
+                if unsafe is not None:
+                    report.failed.append((job.relative, unsafe))
+                    continue
+                if job.output.exists():
+                    if item.exact and _already_recovered(job.output, item, keys):
+                        report.skipped += 1
+                        continue
+                    report.warnings.append(
+                        f"{job.relative}: the existing output is not the recorded original; "
+                        "recovered again"
+                    )
+                opened.append(item)
+            context = _Context(codec, keys, expected_by_output, report)
+            for group in _same_shape([item for item in opened if item.exact]):
+                for item, pixels, promised in _decode(codec, group, report):
+                    _finish_exact(item, pixels, promised, context)
+            altered = [item for item in opened if not item.exact]
+            report.altered.extend(item.job.relative for item in altered)
+            for group in _same_shape(altered, pad_to=codec.side_multiple):
+                padded = torch.stack([_pad(item.rgb, codec.side_multiple) for item in group])
+                for item, image in zip(group, codec.approximate(padded), strict=True):
+                    _finish_altered(item, image, context)
+            if progress is not None:
+                progress(len(batch))
     return report
 
 
@@ -352,16 +665,76 @@ class _Protected:
         return self.record is not None and _rgb_digest(self.rgb) == self.record.protected_sha256
 
 
-def _open_protected(job: Job) -> _Protected:
-    data = job.source.read_bytes()
+@dataclass
+class _Context:
+    """What finishing one recovered file needs."""
+
+    codec: FileCodec
+    keys: RecordKeys
+    expected_by_output: dict[str, dict]
+    report: TreeReport
+
+
+def _open_protected(job: Job, keys: RecordKeys, side_multiple: int) -> _Protected:
+    """Read a protected file and open its record (checked against the key and the image).
+
+    Raises:
+        BadImageError: If the file cannot be decoded.
+        BadRecordError: If its record is malformed, corrupt, sealed under another key, or
+            does not fit the image.
+    """
     image = open_image(job.source)
     try:
-        record = RecoveryRecord.from_bytes(read_chunks(data)[RECORD_CHUNK])
-    except (KeyError, ValueError):
-        record = None
+        chunk = read_chunks(job.source.read_bytes()).get(RECORD_CHUNK)
+    except (OSError, ValueError) as error:
+        raise BadRecordError(f"{job.source}: {error}") from None
+    record = None if chunk is None else RecoveryRecord.open(chunk, keys, str(job.source))
     alpha = np.asarray(image.getchannel("A")).copy() if image.mode in ("RGBA", "LA") else None
     rgb = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+    if record is not None:
+        height, width = rgb.shape[-2:]
+        fits = all(
+            -(-size // side_multiple) * side_multiple == side
+            for size, side in ((record.height, height), (record.width, width))
+        )
+        if not fits:
+            raise BadRecordError(
+                f"{job.source}: record fields 'height'/'width' ({record.height}x{record.width}) "
+                f"do not fit the image ({height}x{width})"
+            )
+        if record.mode in ("RGBA", "LA") and alpha is None:
+            raise BadRecordError(f"{job.source}: record of mode {record.mode} but no alpha")
     return _Protected(job, rgb, alpha, record)
+
+
+def _already_recovered(path: Path, item: _Protected, keys: RecordKeys) -> bool:
+    """Whether the file at ``path`` decodes to the original recorded in ``item``."""
+    assert item.record is not None
+    try:
+        image = open_image(path)
+    except BadImageError:
+        return False
+    return keys.original_mac(pixel_digest(image)) == item.record.original_mac
+
+
+def _decode(
+    codec: FileCodec, group: list[_Protected], report: TreeReport
+) -> list[tuple[_Protected, torch.Tensor, bool]]:
+    """Restore one group of equal size; when that fails, one image at a time, to name it."""
+    try:
+        restored, promised = codec.decode(
+            torch.stack([item.rgb for item in group]),
+            [item.record.residual for item in group if item.record is not None],
+        )
+        return list(zip(group, restored, promised, strict=True))
+    except ValueError as error:
+        if len(group) == 1:
+            report.failed.append((group[0].job.relative, f"{group[0].job.source}: {error}"))
+            return []
+    results = []
+    for item in group:
+        results.extend(_decode(codec, [item], report))
+    return results
 
 
 def _same_shape(items: list[_Protected], pad_to: int = 1) -> Iterator[list[_Protected]]:
@@ -372,38 +745,55 @@ def _same_shape(items: list[_Protected], pad_to: int = 1) -> Iterator[list[_Prot
     yield from groups.values()
 
 
-def _rebuild_exact(item: _Protected, restored: torch.Tensor) -> Image.Image:
+def _finish_exact(
+    item: _Protected, restored: torch.Tensor, promised: bool, context: _Context
+) -> None:
+    """Rebuild the original's mode and metadata, check it and write it."""
     record = item.record
     assert record is not None
-    alpha = item.alpha
-    if alpha is not None:
-        alpha = alpha[: record.height, : record.width]
-    restored = restored[:, : record.height, : record.width]
-    return rebuild_image(restored, alpha, record.mode, record.extra)
+    alpha = item.alpha[: record.height, : record.width] if item.alpha is not None else None
+    try:
+        restored = restored[:, : record.height, : record.width]
+        image = rebuild_image(restored, alpha, record.mode, record.extra)
+        data = encode_recovered(image, record.extra.get("metadata", {}))
+    except ValueError as error:
+        context.report.failed.append((item.job.relative, f"{item.job.source}: {error}"))
+        return
+    if not promised:
+        context.report.approximate.append(item.job.relative)
+    elif context.keys.original_mac(pixel_digest(image)) != record.original_mac:
+        context.report.mismatched.append(item.job.relative)
+    _write_recovered(item.job, image, data, context, check=promised)
 
 
-def _rebuild_altered(item: _Protected, pixels: torch.Tensor) -> Image.Image:
+def _finish_altered(item: _Protected, pixels: torch.Tensor, context: _Context) -> None:
+    """Write the approximate recovery of an altered file (with its metadata when known)."""
     height, width = item.rgb.shape[-2:]
+    metadata = {}
     if item.record is not None:
         height, width = min(height, item.record.height), min(width, item.record.width)
+        metadata = item.record.extra.get("metadata", {})
     out = pixels[:, :height, :width].permute(1, 2, 0).contiguous().numpy()
     if item.alpha is not None:
-        return Image.fromarray(np.dstack([out, item.alpha[:height, :width]]), "RGBA")
-    return Image.fromarray(out, "RGB")
+        image = Image.fromarray(np.dstack([out, item.alpha[:height, :width]]), "RGBA")
+    else:
+        image = Image.fromarray(out, "RGB")
+    try:
+        data = encode_recovered(image, metadata)
+    except ValueError:
+        data = encode_recovered(image, {})
+        context.report.warnings.append(f"{item.job.relative}: its metadata could not be restored")
+    _write_recovered(item.job, image, data, context, check=True)
 
 
 def _write_recovered(
-    job: Job,
-    image: Image.Image,
-    expected_by_output: dict[str, dict],
-    report: TreeReport,
-    check: bool,
+    job: Job, image: Image.Image, data: bytes, context: _Context, check: bool
 ) -> None:
     """Write one recovery; with ``check``, compare it with the manifest when there is one."""
-    entry = expected_by_output.get(job.relative)
-    if check and entry is not None and pixel_digest(image) != entry["original_sha256"]:
-        report.mismatched.append(job.relative)
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    atomic_write_bytes(job.output, buffer.getvalue())
-    report.written += 1
+    entry = context.expected_by_output.get(job.relative)
+    if check and entry is not None and isinstance(entry.get("original_mac"), str):
+        if context.keys.original_mac(pixel_digest(image)) != entry["original_mac"]:
+            if job.relative not in context.report.mismatched:
+                context.report.mismatched.append(job.relative)
+    atomic_write_bytes(job.output, data)
+    context.report.written += 1

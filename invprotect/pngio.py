@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -61,26 +61,62 @@ def write_png(
     atomic_write_bytes(Path(path), encode_png(pixels, chunks))
 
 
-def read_chunks(data: bytes) -> dict[bytes, bytes]:
-    """The private ancillary chunks (type -> data) of PNG bytes; CRCs are verified.
+def iter_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """Every chunk (type, body) of PNG bytes in file order, up to ``IEND``; CRCs are verified.
 
     Raises:
         ValueError: If ``data`` is not a well-formed PNG.
     """
     if not data.startswith(PNG_SIGNATURE):
         raise ValueError("not a PNG file (bad signature)")
-    chunks: dict[bytes, bytes] = {}
     offset = len(PNG_SIGNATURE)
     while offset + 12 <= len(data):
         (length,) = struct.unpack(">I", data[offset : offset + 4])
         chunk_type = data[offset + 4 : offset + 8]
         body = data[offset + 8 : offset + 8 + length]
-        (crc,) = struct.unpack(">I", data[offset + 8 + length : offset + 12 + length])
-        if len(body) != length or zlib.crc32(chunk_type + body) != crc:
+        crc_bytes = data[offset + 8 + length : offset + 12 + length]
+        if len(body) != length or len(crc_bytes) != 4:
+            raise ValueError(f"truncated PNG chunk {chunk_type!r} at byte {offset}")
+        if zlib.crc32(chunk_type + body) != struct.unpack(">I", crc_bytes)[0]:
             raise ValueError(f"corrupt PNG chunk {chunk_type!r} at byte {offset}")
-        if chunk_type[:2].islower():
-            chunks[chunk_type] = body
+        yield chunk_type, body
         if chunk_type == b"IEND":
             break
         offset += 12 + length
-    return chunks
+
+
+def read_chunks(data: bytes) -> dict[bytes, bytes]:
+    """The private ancillary chunks (type -> data) of PNG bytes; CRCs are verified.
+
+    Raises:
+        ValueError: If ``data`` is not a well-formed PNG.
+    """
+    return {kind: body for kind, body in iter_chunks(data) if kind[:2].islower()}
+
+
+def chunk_bytes(chunk_type: bytes, body: bytes) -> bytes:
+    """One PNG chunk as it appears in a file: length, type, body, CRC."""
+    crc = zlib.crc32(chunk_type + body)
+    return struct.pack(">I", len(body)) + chunk_type + body + struct.pack(">I", crc)
+
+
+def insert_chunks(
+    data: bytes, after_header: bytes = b"", before_data: bytes = b"", before_end: bytes = b""
+) -> bytes:
+    """PNG bytes with encoded chunks inserted after ``IHDR``, before ``IDAT`` and before ``IEND``.
+
+    Raises:
+        ValueError: If ``data`` is not a well-formed PNG.
+    """
+    parts = [PNG_SIGNATURE]
+    seen_data = False
+    for kind, body in iter_chunks(data):
+        if kind == b"IDAT" and not seen_data:
+            parts.append(before_data)
+            seen_data = True
+        if kind == b"IEND":
+            parts.append(before_end)
+        parts.append(chunk_bytes(kind, body))
+        if kind == b"IHDR":
+            parts.append(after_header)
+    return b"".join(parts)

@@ -5,7 +5,8 @@ the generator left ``[0, 1]``, clipped) image, and the inverse network alone can
 return the original bit for bit. `ExactCodec` closes that gap. When protecting, it runs
 the recovery on the 8-bit protected image and stores the difference between the
 original and that prediction (small integers, mostly zero) compressed with zlib. When
-recovering, it adds the difference back.
+recovering, it adds the difference back. A residual is inflated only up to the size its
+image needs (`inflate_exactly`), so a forged one cannot make recovery allocate more.
 
 Both sides must compute the same prediction. The prediction therefore runs in float64:
 the network's float64 result differs between machines, thread counts or batch sizes by
@@ -74,10 +75,30 @@ class ExactCodec:
             raise ValueError(f"{len(residuals)} residuals for {prediction.shape[0]} images")
         restored = []
         for image, blob in zip(prediction, residuals, strict=True):
-            difference = np.frombuffer(zlib.decompress(blob), dtype="<i2")
-            if difference.size != image.numel():
-                raise ValueError(
-                    f"residual holds {difference.size} values for an image of {image.numel()}"
-                )
+            raw = inflate_exactly(blob, 2 * image.numel(), "residual")
+            difference = np.frombuffer(raw, dtype="<i2")
             restored.append(image + torch.from_numpy(difference.astype(np.int16)).view(image.shape))
         return torch.stack(restored).clamp(0, 255).to(torch.uint8)
+
+
+def inflate_exactly(data: bytes, size: int, what: str) -> bytes:
+    """zlib-decompress ``data`` that must give exactly ``size`` bytes, never inflating more.
+
+    Args:
+        data: The compressed bytes.
+        size: The number of bytes they must decompress to.
+        what: What the data are, for error messages.
+
+    Raises:
+        ValueError: If the data are corrupt or hold another number of bytes.
+    """
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, max(size, 1))  # a limit of 0 would mean no limit
+        more = inflater.unconsumed_tail or inflater.decompress(b"", 1)
+    except zlib.error as error:
+        raise ValueError(f"{what} is corrupt ({error})") from None
+    if more or inflater.unused_data or not inflater.eof or len(out) != size:
+        held = f"{len(out)}" if not more and inflater.eof else f"more than {size}"
+        raise ValueError(f"{what} holds {held} bytes, expected {size}")
+    return out
