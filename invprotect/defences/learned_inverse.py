@@ -103,6 +103,10 @@ class InverseUNet(nn.Module):
         self.up = nn.ModuleList(
             _double_conv(widths[i] + widths[i + 1], widths[i]) for i in range(len(widths) - 1)
         )
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):  # He init: features keep their scale with depth
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
         self.head = nn.Conv2d(widths[0], 3, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)

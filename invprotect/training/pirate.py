@@ -7,7 +7,7 @@ it. The pirate
    (`invprotect.defences.list_defences`, written as a spec such as ``jpeg:quality=10``),
    ``none``, or ``learned-inverse``: a `invprotect.defences.learned_inverse.LearnedInverse`
    trained on ``leaked_count`` leaked (original, protected) pairs, then applied to the
-   whole set (options ``learned-inverse:epochs=30,batch_size=32,lr=0.001,max_steps=...``);
+   whole set (options ``learned-inverse:epochs=30,batch_size=32,lr=0.001,width=32``);
 2. trains a registered architecture on the cleaned images
    (`invprotect.training.train_classifier`, optionally with PGD adversarial training);
 3. reports the accuracy on the clean test set after every epoch, the final and the peak.
@@ -37,6 +37,7 @@ from invprotect.data import ImageSet, load_image_set, scan_image_folder
 from invprotect.defences import Defence, create_defence, parse_defence_spec, sample_generators
 from invprotect.defences.learned_inverse import (
     LearnedInverse,
+    LearnedInverseConfig,
     pair_psnr,
     train_learned_inverse,
 )
@@ -57,8 +58,9 @@ NO_DEFENCE = "none"
 LEARNED_INVERSE = "learned-inverse"
 """The defence spec of a pirate who learns to undo the protection from leaked pairs."""
 
-LEARNED_INVERSE_OPTIONS = ("epochs", "batch_size", "lr", "max_steps")
-"""Keys a ``learned-inverse:key=value,...`` spec takes (passed to `train_learned_inverse`)."""
+LEARNED_INVERSE_OPTIONS = ("epochs", "batch_size", "lr", "max_steps", "width")
+"""Keys a ``learned-inverse:key=value,...`` spec takes: ``width`` sets the U-Net's widths to
+``(width, 2 * width, 4 * width)`` (default 32); the others go to `train_learned_inverse`."""
 
 HELD_OUT_PAIRS = 1000
 """At most this many further (original, protected) pairs measure the learned inverse."""
@@ -293,7 +295,8 @@ def learn_inverse(
         count: Number of leaked pairs to train on.
         seed: Seed of the choice of pairs and of the training.
         progress: Called after every training step.
-        **options: Passed to `train_learned_inverse` (`LEARNED_INVERSE_OPTIONS`).
+        **options: `LEARNED_INVERSE_OPTIONS`: ``width``, and settings of
+            `train_learned_inverse`.
 
     Raises:
         ValueError: If fewer than ``count`` pairs match, or ``count < 1``.
@@ -314,10 +317,13 @@ def learn_inverse(
             status = f"loss {step.loss:.5f} PSNR {step.psnr:.2f} dB"
             progress(PirateProgress(LEARNED_INVERSE, step.step, step.total_steps, status))
 
+    width = options.pop("width", None)
+    config = None if width is None else LearnedInverseConfig((width, 2 * width, 4 * width))
     model = train_learned_inverse(
         protected.images[prot_index[leaked]],
         originals.images[orig_index[leaked]],
         seed=seed,
+        config=config,
         progress=show,
         **options,
     )
