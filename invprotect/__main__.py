@@ -1,5 +1,5 @@
-"""``python -m invprotect`` runs the command line."""
+"""``python -m invprotect`` runs the command line (with the exit codes of `invprotect.cli.run`)."""
 
-from invprotect.cli import app
+from invprotect.cli import run
 
-app()
+run()

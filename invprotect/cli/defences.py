@@ -11,7 +11,7 @@ import typer
 
 from invprotect._registry import UnknownNameError
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError, atomic_write_bytes
-from invprotect.cli.app import app
+from invprotect.cli.app import ThreadsOption, app
 from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.data import default_cache_dir, load_image_set, train_test_split
 from invprotect.defences import (
@@ -112,9 +112,7 @@ def purify(
         int, typer.Option(help="Seed of random defences (mixed with each file's relative path).")
     ] = 0,
     overwrite: Annotated[bool, typer.Option(help="Recompute outputs that already exist.")] = False,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")
-    ] = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Apply a defence to images, as a thief would before training on them.
 
@@ -140,8 +138,6 @@ def purify(
     jobs, failures = collect_jobs(src_abs, dst_abs)
     if src.is_file() and jobs[0].output == src_abs:
         raise fail(f"the output {jobs[0].output} would replace SRC; choose another DST")
-    if threads is not None:
-        torch.set_num_threads(threads)
     if not jobs and not failures:
         raise fail(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {src}")
     if src.is_dir():
@@ -191,9 +187,7 @@ def train_defence(
     max_train_images: Annotated[
         int | None, typer.Option(min=1, help="Train on a seeded random subset of this many.")
     ] = None,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="CPU threads for torch (default: torch's choice).")
-    ] = None,
+    threads: ThreadsOption = None,
     cache_dir: Annotated[
         Path | None, typer.Option(help="Keep decoded images here for the next run.")
     ] = None,
@@ -214,8 +208,6 @@ def train_defence(
         raise fail(f"--size must be a multiple of {config.space_to_depth} for preset {preset!r}")
     if (out / CONFIG_FILE).is_file() and not overwrite:
         raise fail(f"{out} already holds a checkpoint; pass --overwrite to replace it")
-    if threads is not None:
-        torch.set_num_threads(threads)
     try:
         train_index, test_index = train_test_split(data, seed=seed)
         cache = None if no_cache else (cache_dir or default_cache_dir())

@@ -1,6 +1,12 @@
-"""Progress bars for the command line (rich)."""
+"""Progress for the command line: a rich bar on a terminal, plain lines in a log file or pipe."""
 
 from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -16,6 +22,12 @@ from rich.progress import (
 console = Console(stderr=True, soft_wrap=True)
 """Where progress and status go (stderr), keeping stdout for results."""
 
+LINE_INTERVAL = 10.0
+"""Plain progress prints a line at least this often (seconds) while a task advances ..."""
+
+LINE_FRACTION = 0.05
+"""... and whenever this fraction of the task is done since the last line (at most one a second)."""
+
 
 def fail(message: str) -> typer.Exit:
     """Print ``message`` as an error and return the exit (code 2, bad input) to raise."""
@@ -23,11 +35,19 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def progress_bar() -> Progress:
-    """A progress bar with description, count, elapsed and remaining time, and a status field.
+def progress_bar(plain: bool | None = None) -> Progress | PlainProgress:
+    """Progress display: a rich bar on a terminal, else `PlainProgress` lines.
 
-    Tasks may set a ``status`` field (for example live losses) shown after the bar.
+    Both take ``add_task(description, total=..., status=...)``, ``update(task, ...)`` and
+    ``advance(task, n)``, and are context managers. Tasks may set a ``status`` field (for
+    example the epoch and live losses) shown after the counts.
+
+    Args:
+        plain: Force plain lines (``True``) or the bar (``False``); ``None``: plain lines
+            when stderr is not a terminal.
     """
+    if plain if plain is not None else not console.is_terminal:
+        return PlainProgress(console)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -37,3 +57,127 @@ def progress_bar() -> Progress:
         TextColumn("{task.fields[status]}"),
         console=console,
     )
+
+
+@dataclass
+class _Task:
+    description: str
+    total: float | None
+    status: str
+    started: float
+    completed: float = 0.0
+    first: tuple[float, float] | None = None
+    last_time: float | None = None
+    last_completed: float = 0.0
+
+
+class PlainProgress:
+    """Progress as plain lines: stage, done/total, percentage, rate, elapsed time, ETA, status.
+
+    A line is printed at a task's first update, then at least every `LINE_INTERVAL`
+    seconds and whenever `LINE_FRACTION` more of it is done (at most once a second), and
+    when it completes. Meant for logs: every line stands alone. The rate (and so the
+    ETA) is measured from the first update, so work done before a resume does not count.
+
+    Args:
+        console: Where the lines go.
+        interval: Seconds between lines of a task that advances slowly.
+        fraction: Share of a task's total after which a line is printed anyway.
+        clock: Source of seconds (for tests).
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        interval: float = LINE_INTERVAL,
+        fraction: float = LINE_FRACTION,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.console = console
+        self.interval = interval
+        self.fraction = fraction
+        self._clock = clock
+        self._tasks: list[_Task] = []
+
+    def __enter__(self) -> PlainProgress:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        return None
+
+    def add_task(self, description: str, total: float | None = None, **fields: Any) -> int:
+        """Start a task; returns its id for `update` and `advance`."""
+        status = str(fields.get("status", ""))
+        self._tasks.append(_Task(description, total, status, self._clock()))
+        return len(self._tasks) - 1
+
+    def advance(self, task: int, advance: float = 1) -> None:
+        """Count ``advance`` more units done."""
+        self.update(task, advance=advance)
+
+    def update(
+        self,
+        task: int,
+        *,
+        total: float | None = None,
+        completed: float | None = None,
+        advance: float | None = None,
+        **fields: Any,
+    ) -> None:
+        """Change a task's total, done count (absolute or relative) or status; maybe print."""
+        state = self._tasks[task]
+        if total is not None:
+            state.total = total
+        if completed is not None:
+            state.completed = completed
+        if advance is not None:
+            state.completed += advance
+        if "status" in fields:
+            state.status = str(fields["status"])
+        now = self._clock()
+        if state.first is None:
+            state.first = (now, state.completed)
+        if self._due(state, now):
+            self.console.print(self._line(state, now))
+            state.last_time, state.last_completed = now, state.completed
+
+    def _due(self, state: _Task, now: float) -> bool:
+        if state.last_time is None:
+            return True
+        finished = state.total is not None and state.completed >= state.total
+        if finished:
+            return state.last_completed < state.completed
+        waited = now - state.last_time
+        step = self.fraction * (state.total or 0)
+        moved = bool(step) and state.completed - state.last_completed >= step
+        return waited >= self.interval or (moved and waited >= 1.0)
+
+    def _line(self, state: _Task, now: float) -> str:
+        elapsed = now - state.started
+        since, first_completed = state.first or (now, state.completed)
+        done = state.completed - first_completed
+        rate = done / (now - since) if now > since and done > 0 else None
+        parts = [f"{state.description}: {_count(state.completed)}"]
+        if state.total:
+            parts[0] += f"/{_count(state.total)} ({100 * state.completed / state.total:.0f}%)"
+        if rate is not None:
+            parts.append(f"{rate:.3g}/s" if rate >= 1 else f"{1 / rate:.3g} s each")
+        parts.append(f"elapsed {_clock_time(elapsed)}")
+        if rate is not None and state.total and state.completed < state.total:
+            parts.append(f"ETA {_clock_time((state.total - state.completed) / rate)}")
+        line = ", ".join(parts)
+        return f"{line} | {state.status}" if state.status else line
+
+
+def _count(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
+def _clock_time(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -13,12 +14,19 @@ from invprotect._registry import UnknownNameError
 from invprotect.attacks import AttackLayer
 from invprotect.baselines import RAE, RIT
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError
-from invprotect.cli.app import app
+from invprotect.cli.app import DeviceOption, ThreadsOption, app
 from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.cli.targets import load_split
 from invprotect.data import default_cache_dir
 from invprotect.device import pick_device
-from invprotect.folders import TreeReport, collect_jobs, protect_tree, recover_tree
+from invprotect.folders import (
+    MANIFEST,
+    TreeReport,
+    collect_jobs,
+    protect_tree,
+    read_manifest,
+    recover_tree,
+)
 from invprotect.models import RAEG, RAEG_PRESETS
 from invprotect.models.protector import Protector
 from invprotect.protectors import load_protector
@@ -84,9 +92,8 @@ def train(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, batches and attacks.")] = 0,
-    device: Annotated[
-        str, typer.Option(help="'auto' (GPU if present), 'cpu', 'cuda[:N]'.")
-    ] = "auto",
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
 ) -> None:
     """Train a protector against target classifiers; resumable (rerun the same command)."""
     if preset not in RAEG_PRESETS:
@@ -162,6 +169,46 @@ def _parse_attacks(text: str | None) -> dict[str, float] | None:
     return mix
 
 
+def _check_destination(src: Path, dst: Path) -> None:
+    """Refuse a missing SRC and a DST that cannot be a folder we write to, before any work."""
+    if not src.exists():
+        raise fail(f"SRC {src} does not exist")
+    single_png = src.is_file() and dst.suffix.lower() == ".png"
+    folder = dst.parent if single_png else dst
+    if single_png and dst.is_dir():
+        raise fail(f"DST {dst} is a folder; give a new file name, or the folder without .png")
+    if folder.exists() and not folder.is_dir():
+        raise fail(
+            f"DST {folder} exists and is a file; give a folder for the outputs "
+            "(it is created when missing)"
+        )
+    existing = folder.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise fail(f"DST {folder} cannot be created: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise fail(f"DST {folder} is not writable ({existing}: permission denied or read-only)")
+
+
+def _entries(manifest: Path) -> dict[str, dict]:
+    """The manifest's entries; none when it is unreadable (the pipeline then reports it)."""
+    try:
+        return read_manifest(manifest)
+    except ValueError:
+        return {}
+
+
+def _mean_psnr(manifest: Path, before: dict[str, dict]) -> float | None:
+    """Mean PSNR of the manifest entries this run wrote (``None`` when there are none)."""
+    values = [
+        entry["psnr"]
+        for path, entry in _entries(manifest).items()
+        if before.get(path) != entry and isinstance(entry.get("psnr"), int | float)
+    ]
+    return sum(values) / len(values) if values else None
+
+
 def _run_tree(
     command: str,
     src: Path,
@@ -171,8 +218,11 @@ def _run_tree(
     batch_size: int,
     device: str,
 ) -> TreeReport:
+    _check_destination(src, dst)
     loaded = load_protector_option(protector, device, targets, command == "protect")
-    jobs, _ = collect_jobs(src.resolve(), dst.resolve()) if src.exists() else ([], [])
+    jobs, _ = collect_jobs(src.resolve(), dst.resolve())
+    manifest = (dst.parent if src.is_file() and dst.suffix.lower() == ".png" else dst) / MANIFEST
+    before = _entries(manifest) if command == "protect" else {}
     work = protect_tree if command == "protect" else recover_tree
     try:
         with progress_bar() as bar:
@@ -190,14 +240,28 @@ def _run_tree(
         )
     for relative in report.mismatched:
         console.print(f"[red]mismatch[/] {relative}: not the recorded original")
-    summary = {
+    for relative, reason in report.skipped_files:
+        console.print(f"[yellow]skipped[/] {relative}: {reason}")
+    for message in report.warnings:
+        console.print(f"[yellow]warning[/] {message}")
+    summary: dict[str, int | float | None] = {
         "written": report.written,
         "skipped": report.skipped,
         "failed": len(report.failed),
         "altered": len(report.altered),
         "approximate": len(report.approximate),
         "mismatched": len(report.mismatched),
+        "skipped_files": len(report.skipped_files),
+        "warnings": len(report.warnings),
     }
+    if command == "protect":
+        mean_psnr = _mean_psnr(manifest, before)
+        summary["mean_psnr"] = None if mean_psnr is None else round(mean_psnr, 3)
+        quality = "" if mean_psnr is None else f", mean PSNR {mean_psnr:.2f} dB"
+        console.print(
+            f"protected {report.written} files{quality} (protected vs original); "
+            f"{report.skipped} already done, {len(report.failed)} failed"
+        )
     typer.echo(json.dumps(summary))
     if not report.ok:
         raise typer.Exit(1)
@@ -206,29 +270,39 @@ def _run_tree(
 
 @app.command("protect")
 def protect(
-    src: Annotated[Path, typer.Argument(help="An image file or a folder of images.")],
-    dst: Annotated[Path, typer.Argument(help="Output folder (PNG, relative paths kept).")],
-    protector: Annotated[str, typer.Option(help=PROTECTOR_HELP)],
-    targets: Annotated[list[Path] | None, typer.Option(help=TARGETS_HELP)] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
-    device: Annotated[
-        str, typer.Option(help="'auto' (GPU if present), 'cpu', 'cuda[:N]'.")
-    ] = "auto",
+    src: Annotated[
+        Path, typer.Argument(metavar="SRC", help="An image file or a folder of images.")
+    ],
+    dst: Annotated[
+        Path, typer.Argument(metavar="DST", help="Output folder (PNG, relative paths kept).")
+    ],
+    protector: Annotated[str, typer.Option(metavar="PATH|NAME", help=PROTECTOR_HELP)],
+    targets: Annotated[list[Path] | None, typer.Option(metavar="PATH", help=TARGETS_HELP)] = None,
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Images per batch.")] = 64,
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
 ) -> None:
-    """Protect images; PNG output with a recovery record, manifest, resumable."""
+    """Protect images; PNG output with a recovery record, manifest, resumable.
+
+    Ends with one line of quality: files written and the mean PSNR of the protected
+    images against the originals.
+    """
     _run_tree("protect", src, dst, protector, targets, batch_size, device)
 
 
 @app.command("recover")
 def recover(
-    src: Annotated[Path, typer.Argument(help="A protected PNG or a folder of them.")],
-    dst: Annotated[Path, typer.Argument(help="Output folder for the recovered originals.")],
-    protector: Annotated[str, typer.Option(help=PROTECTOR_HELP)],
-    targets: Annotated[list[Path] | None, typer.Option(help=TARGETS_HELP)] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
-    device: Annotated[
-        str, typer.Option(help="'auto' (GPU if present), 'cpu', 'cuda[:N]'.")
-    ] = "auto",
+    src: Annotated[
+        Path, typer.Argument(metavar="SRC", help="A protected PNG or a folder of them.")
+    ],
+    dst: Annotated[
+        Path, typer.Argument(metavar="DST", help="Output folder for the recovered originals.")
+    ],
+    protector: Annotated[str, typer.Option(metavar="PATH|NAME", help=PROTECTOR_HELP)],
+    targets: Annotated[list[Path] | None, typer.Option(metavar="PATH", help=TARGETS_HELP)] = None,
+    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Images per batch.")] = 64,
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
 ) -> None:
     """Recover originals bit for bit; altered files approximately (and reported)."""
     _run_tree("recover", src, dst, protector, targets, batch_size, device)

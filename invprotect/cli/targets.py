@@ -10,7 +10,7 @@ import torch
 import typer
 
 from invprotect.checkpoint import CONFIG_FILE, load_checkpoint
-from invprotect.cli.app import app
+from invprotect.cli.app import DeviceOption, ThreadsOption, app
 from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.data import ImageSet, default_cache_dir, load_image_set, train_test_split
 from invprotect.device import pick_device
@@ -58,14 +58,13 @@ def train_targets(
         int | None, typer.Option(min=1, help="Train on a seeded random subset of this many.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, order, augmentation.")] = 0,
-    device: Annotated[
-        str, typer.Option(help="'auto' (GPU if present), 'cpu', 'cuda[:N]'.")
-    ] = "auto",
+    device: DeviceOption = "auto",
     precision: Annotated[str, typer.Option(help="'auto', 'bf16' or 'fp32'.")] = "auto",
     cache_dir: Annotated[
         Path | None, typer.Option(help="Keep decoded images here for the next run.")
     ] = None,
     no_cache: Annotated[bool, typer.Option(help="Do not cache decoded images.")] = False,
+    threads: ThreadsOption = None,
 ) -> None:
     """Train a target classifier; resumable (rerun the same command after an interruption)."""
     if arch not in list_archs():

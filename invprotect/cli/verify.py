@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from invprotect.checkpoint import CheckpointError
-from invprotect.cli.app import app
+from invprotect.cli.app import DeviceOption, ThreadsOption, app
 from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.cli.protector import PROTECTOR_HELP, load_protector_option
 from invprotect.device import pick_device
@@ -101,9 +101,8 @@ def verify_command(
     overwrite: Annotated[
         bool, typer.Option(help="Replace the files of an earlier run in OUT/files.")
     ] = False,
-    device: Annotated[
-        str, typer.Option(help="'auto' (GPU if present), 'cpu', 'cuda[:N]'.")
-    ] = "auto",
+    device: DeviceOption = "auto",
+    threads: ThreadsOption = None,
 ) -> None:
     """Protect and recover test images, then measure accuracy, quality and defences.
 
