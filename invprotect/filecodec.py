@@ -11,8 +11,9 @@ originals into 8-bit protected images and per-image record bytes, and back:
 
 Each codec has `RecordKeys` derived from secret material: for `NetworkCodec` the SHA-256 of
 the generator's weights (whoever holds the weights holds the key). The baselines have no
-secret: their material is a digest of their public settings, so their key id and record
-MAC only tell apart settings and detect corruption; they hide nothing.
+secret: their material is a digest of the method's public format name (their recovery reads
+everything it needs from the pixels, whatever the attack settings), so their key id and
+record MAC only tell the methods apart and detect corruption; they hide nothing.
 
 `file_codec` picks the codec of a protector.
 """
@@ -22,7 +23,6 @@ from __future__ import annotations
 import abc
 import functools
 import hashlib
-import json
 from typing import Any
 
 import torch
@@ -162,9 +162,8 @@ class EmbeddedCodec(FileCodec):
         return torch.device("cpu")
 
     def _key_material(self) -> bytes:
-        """SHA-256 of the baseline's public settings (it has no secret)."""
-        settings = json.dumps(self.protector.config(), sort_keys=True)
-        return hashlib.sha256(settings.encode()).digest()
+        """SHA-256 of the method's format name: public, and its recovery needs no settings."""
+        return hashlib.sha256(str(self.protector.config()["format"]).encode()).digest()
 
     def describe(self) -> dict[str, Any]:
         """See `FileCodec.describe`."""

@@ -443,8 +443,8 @@ def protect_tree(
     codec = file_codec(protector)
     keys = codec.keys
     manifest_path = root / MANIFEST
-    if manifest_path.is_symlink():
-        raise DestinationError(f"{manifest_path} is a symbolic link; refusing to write through it")
+    if manifest_path.is_symlink() or (manifest_path.exists() and not manifest_path.is_file()):
+        raise DestinationError(f"{manifest_path} is a link or not a file; refusing to write it")
     with _destination(root, report):
         done = read_manifest(manifest_path, report.warnings)
         others = sorted({str(e.get("key_id")) for e in done.values()} - {keys.key_id, "None"})
@@ -538,7 +538,8 @@ def _protect_batch(
                 )
                 pixels = np.dstack([pixels, alpha])
             data = encode_png(pixels, {RECORD_CHUNK: record.seal(keys)})
-            atomic_write_bytes(job.output, data)
+            if not _write_output(job, data, report):
+                continue
             crop = image[:, :height, :width].float()
             mse = (crop - source.rgb.float()).square().mean().item()
             _append(
@@ -795,5 +796,17 @@ def _write_recovered(
         if context.keys.original_mac(pixel_digest(image)) != entry["original_mac"]:
             if job.relative not in context.report.mismatched:
                 context.report.mismatched.append(job.relative)
-    atomic_write_bytes(job.output, data)
-    context.report.written += 1
+    if _write_output(job, data, context.report):
+        context.report.written += 1
+
+
+def _write_output(job: Job, data: bytes, report: TreeReport) -> bool:
+    """Write one output atomically; a write that fails fails its file only."""
+    try:
+        atomic_write_bytes(job.output, data)
+    except OSError as error:
+        report.failed.append(
+            (job.relative, f"cannot write {job.output}: {error.strerror or error}")
+        )
+        return False
+    return True

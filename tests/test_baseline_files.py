@@ -116,7 +116,8 @@ def test_file_codec_and_loader_pick_each_kind(target_dir: Path, tmp_path: Path) 
         load_protector("rit-igsm", targets=[tmp_path / "missing"])
     with pytest.raises(TypeError, match="no file codec"):
         file_codec(object())  # type: ignore[arg-type]
-    assert file_codec(RAE(None)).key != file_codec(RAE(None, "cw")).key
+    assert file_codec(RAE(None)).key == file_codec(RAE(None, "cw")).key  # needs no settings
+    assert file_codec(RAE(None)).key != file_codec(RIT(None)).key
 
 
 def test_cli_protects_and_recovers_with_a_baseline_name(
