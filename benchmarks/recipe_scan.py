@@ -8,14 +8,14 @@ For each recipe: train a protector against the targets, then measure what a thie
   are, and after each defence) and tested on clean test images (Table 3's question),
   beside a pirate trained on the originals.
 
-The ComDefend a recipe may train through (``--comdefend-seen``) is never the one the thief
-uses (``--comdefend-unseen``: another seed, other training images). Results: one JSON per
-recipe under ``--out`` and a table on stdout.
+``--prep`` holds the trained models: ``resnet_small`` and ``vgg_small`` (the targets), an
+optional ``densenet_small`` (a family no protector sees), ``comdefend-seen`` (the ComDefend a
+recipe may train through) and ``comdefend-unseen`` (the thief's: another seed, other training
+images). Results: one JSON per recipe under ``--out``, lines on stdout.
 
 Example::
 
-    python benchmarks/recipe_scan.py --recipes margin class-consistent --steps 1500 \\
-        --prep benchmarks/out/prep --threads 1
+    python benchmarks/recipe_scan.py --recipes margin class-consistent --prep PREP
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from common import machine
 from pytorch_msssim import ssim
 
-from common import machine
 from invprotect.data import ImageSet, default_cache_dir, load_image_set, train_test_split
 from invprotect.defences import create_defence_from_spec
 from invprotect.metrics import psnr
@@ -139,7 +139,7 @@ def main() -> None:
     train_sub = train.subset(torch.randperm(len(train), generator=generator)[: args.train_images])
     test_sub = test.subset(torch.randperm(len(test), generator=generator)[: args.test_images])
     targets = [Classifier.load(args.prep / name) for name in ("resnet_small", "vgg_small")]
-    unseen = Classifier.load(args.prep / "densenet_small")
+    unseen = [Classifier.load(path) for path in [args.prep / "densenet_small"] if path.is_dir()]
     thief_comdefend = f"comdefend:weights={args.prep / 'comdefend-unseen'}"
     defences = [*DEFENCES, thief_comdefend]
     table = recipes(args.prep)
@@ -150,7 +150,7 @@ def main() -> None:
         rows = {
             spec: [
                 accuracy(model, like(test_sub, purify(spec, test_sub.images)))
-                for model in [*targets, unseen]
+                for model in [*targets, *unseen]
             ]
             for spec in defences
         }
@@ -183,7 +183,7 @@ def main() -> None:
         rows = {
             spec: [
                 accuracy(model, like(test_sub, purify(spec, protected_test)))
-                for model in [*targets, unseen]
+                for model in [*targets, *unseen]
             ]
             for spec in defences
         }
@@ -196,7 +196,7 @@ def main() -> None:
             print(name, spec, curves[spec], flush=True)
         result = {
             "recipe": name,
-            "overrides": {k: v for k, v in table[name].items()},
+            "overrides": dict(table[name]),
             "steps": args.steps,
             "quality": quality,
             "test_time": rows,
