@@ -54,7 +54,7 @@ from invprotect.imageio import (
     rebuild_image,
 )
 from invprotect.models.protector import Protector
-from invprotect.pngio import encode_png, read_chunks
+from invprotect.pngio import PNG_SIGNATURE, encode_png, iter_chunks
 from invprotect.record import RECORD_CHUNK, BadRecordError, RecordKeys, RecoveryRecord
 
 MANIFEST = "manifest.jsonl"
@@ -122,6 +122,7 @@ def scan_tree(src: Path, dst: Path, ignore: frozenset[str] = frozenset()) -> Tre
         scan.jobs.append(Job(src, src.name, output))
         return scan
     if not src.is_dir():
+        scan.failed.append((src.name, "not a regular file or folder (or a broken link)"))
         return scan
 
     def unreadable(error: OSError) -> None:
@@ -243,7 +244,7 @@ def read_manifest(path: Path, warnings: list[str] | None = None) -> dict[str, di
             continue
         try:
             entry = json.loads(line.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except (ValueError, RecursionError):  # JSON, UTF-8 or nesting
             torn = number == len(lines)
             problem = "is incomplete (an interrupted run)" if torn else "is not UTF-8 JSON"
             _warn(warnings, f"{path}: line {number} {problem}; ignored")
@@ -377,7 +378,7 @@ def _acquire_lock(root: Path) -> Path:
 def _lock_holder(path: Path) -> dict:
     try:
         holder = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return {}
     return holder if isinstance(holder, dict) else {}
 
@@ -686,9 +687,13 @@ def _open_protected(job: Job, keys: RecordKeys, side_multiple: int) -> _Protecte
     """
     image = open_image(job.source)
     try:
-        chunk = read_chunks(job.source.read_bytes()).get(RECORD_CHUNK)
+        data = job.source.read_bytes()
+        chunks = [body for kind, body in _png_chunks(data) if kind == RECORD_CHUNK]
     except (OSError, ValueError) as error:
         raise BadRecordError(f"{job.source}: {error}") from None
+    if len(chunks) > 1:
+        raise BadRecordError(f"{job.source}: {len(chunks)} recovery records, expected one")
+    chunk = chunks[0] if chunks else None
     record = None if chunk is None else RecoveryRecord.open(chunk, keys, str(job.source))
     alpha = np.asarray(image.getchannel("A")).copy() if image.mode in ("RGBA", "LA") else None
     rgb = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
@@ -706,6 +711,11 @@ def _open_protected(job: Job, keys: RecordKeys, side_multiple: int) -> _Protecte
         if record.mode in ("RGBA", "LA") and alpha is None:
             raise BadRecordError(f"{job.source}: record of mode {record.mode} but no alpha")
     return _Protected(job, rgb, alpha, record)
+
+
+def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """The chunks of PNG data; none for another format (a re-encoded, altered file)."""
+    return iter_chunks(data) if data.startswith(PNG_SIGNATURE) else iter(())
 
 
 def _already_recovered(path: Path, item: _Protected, keys: RecordKeys) -> bool:

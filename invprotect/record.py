@@ -202,7 +202,7 @@ class RecoveryRecord:
         private = inflate(packed, header["private_size"], f"{name}: record private part")
         try:
             extra = json.loads(private)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        except (ValueError, RecursionError) as error:  # JSON, UTF-8 or nesting
             raise BadRecordError(f"{name}: record private part is not JSON ({error})") from None
         record = cls(
             header["mode"],
@@ -237,7 +237,7 @@ def read_header(data: bytes, name: str = "record") -> tuple[dict[str, Any], byte
         raise BadRecordError(f"{name}: record header length {length} is out of range")
     try:
         header = json.loads(data[8 : 8 + length])
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # JSON, UTF-8 or nesting
         raise BadRecordError(f"{name}: corrupt recovery record header: {error}") from None
     if not isinstance(header, dict):
         raise BadRecordError(f"{name}: record header is not a JSON object")

@@ -280,11 +280,12 @@ def test_stale_temporaries_go_and_hand_edited_manifests_are_survived(
         path.write_bytes(b"half")
     manifest = tmp_path / "prt" / MANIFEST
     with manifest.open("ab") as file:
-        file.write(b'[1, 2]\n42\n{"no": "path"}\n\xff\xfe\n{"path": 5}\n{"path": "a/00.p')
+        file.write(b'[1, 2]\n42\n{"no": "path"}\n\xff\xfe\n{"path": 5}\n' + b"[" * 10**5)
+        file.write(b'\n{"path": "a/00.p')
     report = protect_tree(src, tmp_path / "prt", raeg)
     assert report.ok and report.skipped == 3 and report.written == 0
     assert not any(path.exists() for path in stale)
-    assert len([w for w in report.warnings if "ignored" in w]) == 6
+    assert len([w for w in report.warnings if "ignored" in w]) == 7
     assert any("temporary files" in w for w in report.warnings)
     lines = manifest.read_bytes().splitlines()
     assert len(lines) == 3 and all(isinstance(json.loads(line), dict) for line in lines)
@@ -310,9 +311,16 @@ def test_a_bad_record_header_fails_its_file_only(raeg: RAEG, tmp_path: Path) -> 
         return b"IPR2" + struct.pack(">I", 2) + b"[]" + body[8:]
 
     _edit_record(tmp_path / "prt" / "a" / "01.png", bogus)
+    twice = tmp_path / "prt" / "a" / "00.png"
+    chunks = list(iter_chunks(twice.read_bytes()))
+    chunks.insert(-1, next(c for c in chunks if c[0] == RECORD_CHUNK))
+    twice.write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(chunk_bytes(*c) for c in chunks))
+    Image.open(tmp_path / "prt" / "a" / "02.png").save(tmp_path / "prt" / "a" / "02b.jpg")
     report = recover_tree(tmp_path / "prt", tmp_path / "rec", raeg)
-    assert [relative for relative, _ in report.failed] == ["a/01.png"]
-    assert "not a JSON object" in report.failed[0][1] and report.written == 2
+    failed = dict(report.failed)
+    assert sorted(failed) == ["a/00.png", "a/01.png"] and report.written == 2
+    assert "not a JSON object" in failed["a/01.png"] and "2 recovery records" in failed["a/00.png"]
+    assert report.altered == ["a/02b.jpg"]  # re-encoded as JPEG: no record, recovered roughly
     buffer = io.BytesIO()
     Image.open(tmp_path / "prt" / "a" / "02.png").save(buffer, "PNG")  # re-encoded: no record
     (tmp_path / "prt" / "a" / "02.png").write_bytes(buffer.getvalue())

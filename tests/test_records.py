@@ -121,7 +121,15 @@ def test_every_header_field_is_checked(change: dict, field: str) -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"IPR2", b"IPR2\xff\xff\xff\xff{}", b"IPR2\x00\x00\x00\x02[]", b"PNG!\x00\x00\x00\x00"],
+    [
+        b"",
+        b"IPR2",
+        b"IPR2\xff\xff\xff\xff{}",
+        b"IPR2\x00\x00\x00\x02[]",
+        b"PNG!\x00\x00\x00\x00",
+        b"IPR2\x00\x00\x0f\xa0" + b"[" * 4000,
+        b"IPR2\x00\x00\x00\x02\xff\xfe",
+    ],
 )
 def test_malformed_bodies_are_refused(data: bytes) -> None:
     with pytest.raises(BadRecordError, match=r"x\.png"):
