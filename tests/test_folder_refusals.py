@@ -325,4 +325,4 @@ def test_a_bad_record_header_fails_its_file_only(raeg: RAEG, tmp_path: Path) -> 
     Image.open(tmp_path / "prt" / "a" / "02.png").save(buffer, "PNG")  # re-encoded: no record
     (tmp_path / "prt" / "a" / "02.png").write_bytes(buffer.getvalue())
     again = recover_tree(tmp_path / "prt", tmp_path / "rec2", raeg)
-    assert again.altered == ["a/02.png"] and again.mismatched == ["a/02.png"]
+    assert again.altered == ["a/02.png", "a/02b.jpg"] and again.mismatched == ["a/02.png"]
