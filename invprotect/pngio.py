@@ -81,8 +81,9 @@ def iter_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
             raise ValueError(f"corrupt PNG chunk {chunk_type!r} at byte {offset}")
         yield chunk_type, body
         if chunk_type == b"IEND":
-            break
+            return
         offset += 12 + length
+    raise ValueError(f"truncated PNG: no IEND chunk before byte {len(data)}")
 
 
 def read_chunks(data: bytes) -> dict[bytes, bytes]:

@@ -82,5 +82,10 @@ def test_corrupt_residuals_are_refused(raeg: RAEG, originals: torch.Tensor) -> N
     protected = _to_8bit(raeg.protect(originals[:2].float() / 255).detach())
     with pytest.raises(ValueError, match="residual holds"):
         codec.restore(protected, [zlib.compress(b"\x00\x00"), zlib.compress(b"\x00\x00")])
+    bomb = zlib.compress(bytes(200 * protected[0].numel()), 9)  # inflates 100x past its image
+    with pytest.raises(ValueError, match="residual holds more than"):
+        codec.restore(protected[:1], [bomb])
+    with pytest.raises(ValueError, match="corrupt"):
+        codec.restore(protected[:1], [b"\x78\x9c garbage"])
     with pytest.raises(ValueError, match="uint8"):
         codec.predict(protected.float())
