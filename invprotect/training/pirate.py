@@ -385,7 +385,8 @@ def train_pirate(
     Raises:
         UnknownNameError: For an unknown defence or architecture.
         ValueError: For a bad spec, classes that differ between ``train`` and ``test``,
-            ``learned-inverse`` without enough leaked originals, or bad settings.
+            ``learned-inverse`` without enough leaked originals (or leaked originals
+            without it), or bad settings.
     """
     name, options = check_defence_spec(defence)
     check_arch(arch)
@@ -394,10 +395,10 @@ def train_pirate(
             f"the test set has classes {test.classes} but the training set has {train.classes}; "
             "both must hold the same class folders"
         )
-    if name == LEARNED_INVERSE and leaked_originals is None:
+    if (name == LEARNED_INVERSE) != (leaked_originals is not None):
         raise ValueError(
-            f"the {LEARNED_INVERSE} defence needs leaked originals: a folder holding the "
-            "originals of some training images, in the protected folder's layout"
+            f"leaked originals go with the {LEARNED_INVERSE} defence, and it needs them: the "
+            "originals of some training images, with the protected images' relative paths"
         )
     config = ClassifierTrainingConfig(
         epochs=epochs,
@@ -421,8 +422,7 @@ def train_pirate(
     started = time.perf_counter()
     cleaned = train
     if name != NO_DEFENCE:
-        if name == LEARNED_INVERSE:
-            assert leaked_originals is not None
+        if leaked_originals is not None:  # the learned inverse (checked above)
             cleaner: Defence = learn_inverse(
                 train, leaked_originals, leaked_count, seed, progress, **options
             )
@@ -458,20 +458,30 @@ def train_pirate(
 
 
 def accuracy_plot(
-    reports: Sequence[PirateReport], title: str = "Pirate's clean-test accuracy"
+    reports: Sequence[PirateReport],
+    title: str = "Pirate's clean-test accuracy",
+    labels: Sequence[str] | None = None,
 ) -> bytes:
     """A PNG chart of clean-test accuracy per epoch, one line per report.
 
+    Args:
+        reports: The runs to draw.
+        title: The chart's title.
+        labels: One legend entry per report; ``None`` takes each report's `PirateReport.label`.
+
     Raises:
-        ValueError: If ``reports`` is empty.
+        ValueError: If ``reports`` is empty or ``labels`` does not hold one entry per report.
     """
     if not reports:
         raise ValueError("accuracy_plot needs at least one report")
+    labels = [report.label for report in reports] if labels is None else list(labels)
+    if len(labels) != len(reports):
+        raise ValueError(f"got {len(labels)} labels for {len(reports)} reports")
     figure = Figure(figsize=(6.4, 4.0), dpi=100)
     axes = figure.subplots()
-    for report in reports:
+    for report, label in zip(reports, labels, strict=True):
         epochs = range(1, len(report.accuracy) + 1)
-        axes.plot(epochs, report.accuracy, marker="o", label=report.label)
+        axes.plot(epochs, report.accuracy, marker="o", label=label)
     axes.set_xlabel("epoch")
     axes.set_ylabel("clean-test accuracy")
     axes.set_ylim(0.0, 1.0)

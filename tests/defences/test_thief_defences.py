@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 from pathlib import Path
 
 import numpy as np
@@ -117,3 +118,10 @@ def test_bad_pairs_and_settings_are_refused(images: torch.Tensor) -> None:
         train_learned_inverse(images.to(torch.int32), images)
     with pytest.raises(ValueError, match="positive ints"):
         LearnedInverseConfig(channels=())
+
+
+def test_docstring_examples_run() -> None:
+    from invprotect.defences import learned_inverse
+
+    result = doctest.testmod(learned_inverse, extraglobs={"torch": torch}, verbose=False)
+    assert result.attempted > 0 and result.failed == 0
