@@ -122,9 +122,13 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     except (SafetensorError, OSError) as error:
         raise CheckpointError(f"{weights} is not a valid safetensors file: {error}") from None
     try:
-        settings = json.loads(config.read_text())
-    except json.JSONDecodeError as error:
+        settings = json.loads(config.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise CheckpointError(f"{config} is not UTF-8 text: {error}") from None
+    except (json.JSONDecodeError, RecursionError) as error:
         raise CheckpointError(f"{config} is not valid JSON: {error}") from None
+    except OSError as error:
+        raise CheckpointError(f"{config} cannot be read: {error.strerror}") from None
     if not isinstance(settings, dict):
         raise CheckpointError(f"{config} must hold a JSON object, got {type(settings).__name__}")
     return tensors, settings

@@ -50,12 +50,14 @@ def load_protector(
     _, settings = load_checkpoint(path)  # refuses pickles and incomplete checkpoints
     kind = settings.get("format")
     if kind == "invprotect.raeg/1":
-        return RAEG.load(path, device)
-    if kind == "invprotect.rae/1":
-        return RAE.load(path, _ensemble(targets, device))
-    if kind == "invprotect.rit/1":
-        return RIT.load(path, _ensemble(targets, device))
-    raise CheckpointError(f"{path} is not a protector checkpoint (format {kind!r})")
+        return RAEG.load(path, device)  # checks its config field by field
+    if kind not in ("invprotect.rae/1", "invprotect.rit/1"):
+        raise CheckpointError(f"{path} is not a protector checkpoint (format {kind!r})")
+    ensemble = _ensemble(targets, device)
+    try:
+        return RAE.load(path, ensemble) if kind == "invprotect.rae/1" else RIT.load(path, ensemble)
+    except (KeyError, TypeError) as error:  # a hand-edited config.json: a key missing or wrong
+        raise CheckpointError(f"{path}/config.json is malformed: {error!r}") from None
 
 
 def _ensemble(targets: Sequence[str | Path], device: torch.device) -> Ensemble | None:
@@ -66,4 +68,8 @@ def _ensemble(targets: Sequence[str | Path], device: torch.device) -> Ensemble |
             members.append(Classifier.load(path, device))
         except CheckpointError as error:
             raise CheckpointError(f"cannot load the classifier {path}: {error}") from None
+        except (KeyError, TypeError) as error:  # a hand-edited config.json
+            raise CheckpointError(
+                f"cannot load the classifier {path}: config.json is malformed: {error!r}"
+            ) from None
     return Ensemble(members) if members else None

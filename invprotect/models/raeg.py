@@ -9,14 +9,21 @@ protection, so it is the key and must be kept as such.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import itertools
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from invprotect.blocks import UNET_PRESETS, InvertibleUNet, UNetConfig
+from invprotect.blocks import (
+    UNET_PRESETS,
+    InvertibleUNet,
+    UNetConfig,
+    is_subnet,
+    list_subnets,
+)
 from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from invprotect.models.discriminator import Discriminator
 from invprotect.models.encoder_decoder import EncoderDecoder
@@ -61,11 +68,90 @@ class RAEGConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RAEGConfig:
-        """Rebuild a config from `to_dict`'s output."""
-        values = dict(data)
-        values["generator"] = UNetConfig(**values.get("generator", {}))
+    def from_dict(cls, data: Any) -> RAEGConfig:
+        """Rebuild a config from `to_dict`'s output, checking every field.
+
+        Raises:
+            ValueError: If ``data`` is not such a mapping: a key unknown or missing, a
+                value of the wrong type, or sizes out of `LIMITS` (a hand-edited or
+                foreign ``config.json``).
+        """
+        values = _checked_fields(data, cls, "RAEG config")
+        generator = _checked_fields(values["generator"], UNetConfig)
+        if not is_subnet(generator["subnet"]):
+            raise ValueError(
+                f"generator field 'subnet' names no registered subnet: {generator['subnet']!r}; "
+                f"registered: {', '.join(list_subnets())}"
+            )
+        values["generator"] = UNetConfig(**generator)
         return cls(**values)
+
+    def minimum_parameters(self) -> int:
+        """A lower bound on the values this architecture holds (weights and buffers).
+
+        Cheap to compute (nothing is built): `RAEG.load` refuses a ``config.json`` whose
+        network would need more values than its ``weights.safetensors`` holds, before
+        allocating anything. Counted: every DSAC block's subnets read all ``3 * 4**l``
+        channels of their level into ``hidden_channels`` (the encoder-decoder's strided
+        convolutions, for that ablation), and the discriminator's convolutions exactly.
+        """
+        gen = self.generator
+        if self.architecture == "invertible":
+            per_level = [3 * 4**level * gen.hidden_channels for level in range(1, gen.levels + 1)]
+            generator = 2 * gen.blocks_per_level * sum(per_level)
+        else:
+            width = max(4, gen.hidden_channels // 2)
+            widths = [width * 2**level for level in range(gen.levels + 1)]
+            generator = 2 * sum(a * b * 9 for a, b in itertools.pairwise(widths))
+        c_in, discriminator = 3, 0
+        for level in range(self.discriminator_depth):
+            c_out = self.discriminator_width * min(2**level, 8)
+            discriminator += c_in * c_out * 16
+            c_in = c_out
+        return generator + discriminator
+
+
+LIMITS: dict[str, tuple[int, int]] = {
+    "image_size": (2, 16384),
+    "discriminator_width": (1, 1024),
+    "discriminator_depth": (1, 12),
+    "levels": (1, 8),
+    "blocks_per_level": (1, 64),
+    "hidden_channels": (1, 4096),
+}
+"""Inclusive ranges of the integer fields a loaded config may hold."""
+
+
+def _checked_fields(data: Any, kind: type, name: str = "generator") -> dict[str, Any]:
+    """The fields of dataclass ``kind`` from ``data``, every key present and of its type."""
+    if not isinstance(data, dict):
+        raise ValueError(f"the {name} must be a JSON object, got {type(data).__name__}")
+    expected = {item.name: item.type for item in fields(kind)}
+    unknown, missing = sorted(set(data) - set(expected)), sorted(set(expected) - set(data))
+    if unknown or missing:
+        raise ValueError(
+            f"the {name} does not match this version of invprotect: "
+            f"unknown keys {unknown}, missing keys {missing}; expected {sorted(expected)}"
+        )
+    for key, value in data.items():
+        wanted = _JSON_TYPES.get(expected[key], dict)
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            raise ValueError(
+                f"{name} field {key!r} must be {expected[key]}, got {value!r} "
+                f"({type(value).__name__})"
+            )
+        if key in LIMITS and not LIMITS[key][0] <= value <= LIMITS[key][1]:
+            low, high = LIMITS[key]
+            raise ValueError(f"{name} field {key!r} must be in [{low}, {high}], got {value}")
+    return dict(data)
+
+
+_JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "int": int,
+    "float": (int, float),
+    "str": str,
+    "UNetConfig": dict,
+}
 
 
 RAEG_PRESETS: dict[str, RAEGConfig] = {
@@ -113,6 +199,11 @@ class RAEG(nn.Module, Protector):
     def from_preset(cls, preset: str, **overrides: Any) -> RAEG:
         """A fresh (untrained: identity) RAEG from `RAEG_PRESETS`.
 
+        Args:
+            preset: A name of `RAEG_PRESETS`.
+            **overrides: Fields of `RAEGConfig` to change; ``generator`` may be a
+                `UNetConfig` or a dict of its fields (the others take their defaults).
+
         Raises:
             ValueError: For an unknown preset.
         """
@@ -120,7 +211,10 @@ class RAEG(nn.Module, Protector):
             raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(RAEG_PRESETS)}")
         config = RAEG_PRESETS[preset]
         if overrides:
-            config = RAEGConfig.from_dict({**config.to_dict(), **overrides})
+            generator = overrides.pop("generator", config.generator)
+            if isinstance(generator, dict):  # fields not given take UNetConfig's defaults
+                generator = UNetConfig(**generator)
+            config = replace(config, generator=generator, **overrides)
         return cls(config)
 
     @property
@@ -149,19 +243,47 @@ class RAEG(nn.Module, Protector):
     def load(cls, path: str | Path, device: torch.device | str | None = None) -> RAEG:
         """Load a protector saved by `save`, in ``eval()`` mode.
 
+        The config is checked before anything is built: every field present and of its
+        type, sizes within `LIMITS`, and no more network than the weights file holds
+        (`RAEGConfig.minimum_parameters`).
+
         Raises:
-            CheckpointError: If ``path`` is not a RAEG checkpoint (or is a pickle).
+            CheckpointError: If ``path`` is not a RAEG checkpoint (or is a pickle), or its
+                config is malformed or does not fit its weights.
         """
         tensors, settings = load_checkpoint(path)
         if settings.get("format") != _FORMAT:
             raise CheckpointError(
                 f"{path} is not a RAEG protector (format {settings.get('format')!r})"
             )
-        model = cls(RAEGConfig.from_dict(settings["config"]), settings.get("metadata"))
+        try:
+            config = RAEGConfig.from_dict(settings.get("config"))
+            if config.image_size % 2**config.generator.levels:
+                raise ValueError(
+                    f"image_size {config.image_size} is not a multiple of 2 ** levels "
+                    f"({2**config.generator.levels})"
+                )
+        except ValueError as error:
+            raise CheckpointError(f"{path}/config.json: {error}") from None
+        metadata = settings.get("metadata")
+        if not isinstance(metadata, dict | None):
+            raise CheckpointError(f"{path}/config.json: metadata must be a JSON object")
+        held = sum(tensor.numel() for tensor in tensors.values())
+        if config.minimum_parameters() > held:
+            raise CheckpointError(
+                f"{path}: config.json describes a network of at least "
+                f"{config.minimum_parameters():,} values, but weights.safetensors holds "
+                f"{held:,}; the config does not belong to these weights"
+            )
+        model = cls(config, metadata)
         try:
             model.load_state_dict(tensors)
         except RuntimeError as error:
-            raise CheckpointError(f"{path}: weights do not match the config: {error}") from None
+            problems = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+            more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+            raise CheckpointError(
+                f"{path}: weights do not match the config: {'; '.join(problems[:2])}{more}"
+            ) from None
         return model.to(device).eval()
 
 
