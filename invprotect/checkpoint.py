@@ -31,8 +31,8 @@ class CheckpointError(ValueError):
     """A checkpoint is missing, incomplete, or not in the safetensors + JSON format."""
 
 
-TEMPORARY_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
-"""Names of the temporary files `atomic_write_bytes` writes (and a killed run leaves)."""
+TEMPORARY_NAME = re.compile(r"\..+\.[A-Za-z0-9_]+\.tmp")
+"""Names of temporary files like those `atomic_write_bytes` writes (``.NAME.RANDOM.tmp``)."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

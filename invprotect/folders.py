@@ -90,12 +90,16 @@ class TreeScan:
         failed: ``(relative path, reason)`` of entries that cannot be processed
             (unreadable folders, broken links, special files, outputs shared by two inputs).
         skipped: ``(relative path, reason)`` of entries deliberately left alone (files
-            that are not images, hidden files and folders, links to folders).
+            that are not images, hidden files and files in hidden folders, links to
+            folders).
+        linked: ``(relative path, note)`` of jobs that are links to files outside ``src``
+            (read through the link, and worth a word).
     """
 
     jobs: list[Job] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    linked: list[tuple[str, str]] = field(default_factory=list)
 
 
 def paths_overlap(a: Path, b: Path) -> bool:
@@ -133,20 +137,18 @@ def scan_tree(src: Path, dst: Path, ignore: frozenset[str] = frozenset()) -> Tre
     files = []
     for folder, folders, names in os.walk(src, onerror=unreadable):
         base = Path(folder)
+        hidden = any(part.startswith(".") for part in base.relative_to(src).parts)
         for name in sorted(folders):
             relative = (base / name).relative_to(src).as_posix()
-            if name.startswith("."):
-                scan.skipped.append((relative, "hidden folder, not searched"))
-                folders.remove(name)
-            elif (base / name).is_symlink():
+            if (base / name).is_symlink():
                 scan.skipped.append((relative, "link to a folder, not followed"))
                 folders.remove(name)
         for name in names:
             path = base / name
             relative = path.relative_to(src).as_posix()
-            reason = _file_problem(path, name)
             if relative in ignore:
                 continue
+            reason = "skip: in a hidden folder" if hidden else _file_problem(path, name)
             if reason is None:
                 files.append(path)
             elif reason.startswith("skip: "):
@@ -156,6 +158,8 @@ def scan_tree(src: Path, dst: Path, ignore: frozenset[str] = frozenset()) -> Tre
     claimed: dict[Path, str] = {}
     for path in sorted(files):
         relative = path.relative_to(src).as_posix()
+        if path.is_symlink() and not path.resolve().is_relative_to(src):
+            scan.linked.append((relative, f"a link to {path.resolve()}, outside SRC"))
         output = dst / Path(relative).with_suffix(".png")
         if output in claimed:
             scan.failed.append(
@@ -252,8 +256,19 @@ def read_manifest(path: Path, warnings: list[str] | None = None) -> dict[str, di
         if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
             _warn(warnings, f"{path}: line {number} is not an entry with a 'path'; ignored")
             continue
+        if not all(_inside(entry.get(key, "")) for key in ("path", "output")):
+            _warn(warnings, f"{path}: line {number} names a path outside its folder; ignored")
+            continue
         entries[entry["path"]] = entry
     return entries
+
+
+def _inside(relative: object) -> bool:
+    """Whether a manifest path stays inside its folder (relative, no ``..``)."""
+    if not isinstance(relative, str):
+        return True  # not a path: the entry is merely incomplete
+    parts = Path(relative).parts
+    return not Path(relative).is_absolute() and ".." not in parts
 
 
 def _warn(warnings: list[str] | None, message: str) -> None:
@@ -306,6 +321,8 @@ def _checked_paths(src: Path, dst: Path) -> tuple[Path, Path, Path]:
     """
     if not os.path.lexists(src):
         raise ValueError(f"{src.resolve()} does not exist")
+    if dst.is_symlink() and not dst.exists():
+        raise DestinationError(f"DST {dst} is a broken symbolic link; give a folder")
     src, dst = src.resolve(), dst.resolve()
     root = output_root(src, dst)
     if paths_overlap(src, root):
@@ -441,6 +458,7 @@ def protect_tree(
     src, dst, root = _checked_paths(src, dst)
     scan = scan_tree(src, dst)
     report = TreeReport(failed=list(scan.failed), skipped_files=list(scan.skipped))
+    report.warnings += [f"{relative}: {note}" for relative, note in scan.linked]
     codec = file_codec(protector)
     keys = codec.keys
     manifest_path = root / MANIFEST
@@ -607,6 +625,7 @@ def recover_tree(
     src, dst, root = _checked_paths(src, dst)
     scan = scan_tree(src, dst, ignore=frozenset({MANIFEST, LOCK_FILE}))
     report = TreeReport(failed=list(scan.failed), skipped_files=list(scan.skipped))
+    report.warnings += [f"{relative}: {note}" for relative, note in scan.linked]
     expected = read_manifest(src / MANIFEST, report.warnings) if src.is_dir() else {}
     expected_by_output = {
         entry["output"]: entry

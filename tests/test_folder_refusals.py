@@ -190,9 +190,13 @@ def test_files_that_cannot_be_kept_whole_fail_and_skips_are_listed(
     (src / ".hidden.png").write_bytes(b"")
     (src / "gone.png").symlink_to(tmp_path / "missing.png")
     (src / "linked").symlink_to(src / "a")
+    (src / ".cache").mkdir()
+    Image.new("RGB", (8, 8)).save(src / ".cache" / "thumb.png")
+    Image.new("RGB", (8, 8), (5, 6, 7)).save(tmp_path / "elsewhere.png")
+    (src / "outside.png").symlink_to(tmp_path / "elsewhere.png")
     os.mkfifo(src / "pipe.png")
     report = protect_tree(src, tmp_path / "prt", raeg)
-    assert report.written == 2 and not report.ok  # a/00.png and still.gif
+    assert report.written == 3 and not report.ok  # a/00.png, still.gif, outside.png
     failed = dict(report.failed)
     assert "16 bits" in failed["rgb16.png"] and "16 bits" in failed["rgba16.png"]
     for name in ("anim.gif", "moving.png", "pages.tif"):
@@ -203,6 +207,8 @@ def test_files_that_cannot_be_kept_whole_fail_and_skips_are_listed(
     skipped = dict(report.skipped_files)
     assert "not an image" in skipped["notes.txt"] and "hidden" in skipped[".hidden.png"]
     assert "not followed" in skipped["linked"]
+    assert "hidden folder" in skipped[".cache/thumb.png"]
+    assert report.warnings == [f"outside.png: a link to {tmp_path / 'elsewhere.png'}, outside SRC"]
     assert not (tmp_path / "prt" / "linked").exists()
 
 
@@ -281,11 +287,12 @@ def test_stale_temporaries_go_and_hand_edited_manifests_are_survived(
     manifest = tmp_path / "prt" / MANIFEST
     with manifest.open("ab") as file:
         file.write(b'[1, 2]\n42\n{"no": "path"}\n\xff\xfe\n{"path": 5}\n' + b"[" * 10**5)
+        file.write(b'\n{"path": "../../etc/passwd", "output": "/tmp/x.png"}')
         file.write(b'\n{"path": "a/00.p')
     report = protect_tree(src, tmp_path / "prt", raeg)
     assert report.ok and report.skipped == 3 and report.written == 0
     assert not any(path.exists() for path in stale)
-    assert len([w for w in report.warnings if "ignored" in w]) == 7
+    assert len([w for w in report.warnings if "ignored" in w]) == 8
     assert any("temporary files" in w for w in report.warnings)
     lines = manifest.read_bytes().splitlines()
     assert len(lines) == 3 and all(isinstance(json.loads(line), dict) for line in lines)
@@ -301,6 +308,10 @@ def test_a_destination_that_is_a_file_is_refused(raeg: RAEG, tmp_path: Path) -> 
     with pytest.raises(DestinationError, match="is not a folder"):
         protect_tree(src, tmp_path / "taken", raeg)
     assert (tmp_path / "taken").read_bytes() == b"x"
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(DestinationError, match="broken symbolic link"):
+        protect_tree(src, tmp_path / "dangling", raeg)
+    assert not (tmp_path / "nowhere").exists()
 
 
 def test_a_bad_record_header_fails_its_file_only(raeg: RAEG, tmp_path: Path) -> None:
