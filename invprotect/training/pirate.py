@@ -65,7 +65,7 @@ LEARNED_INVERSE_OPTIONS = ("epochs", "batch_size", "lr", "max_steps", "width")
 HELD_OUT_PAIRS = 1000
 """At most this many further (original, protected) pairs measure the learned inverse."""
 
-CLEANING_BATCH = 256
+_BATCH = 256
 
 
 @dataclass(frozen=True)
@@ -155,6 +155,13 @@ class PirateReport:
         return data
 
 
+def _widths(width: object) -> LearnedInverseConfig:
+    """The learned inverse of ``learned-inverse:width=W``: widths ``(W, 2W, 4W)``."""
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"learned-inverse width must be a positive integer, got {width!r}")
+    return LearnedInverseConfig((width, 2 * width, 4 * width))
+
+
 def check_defence_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """Parse and check a pirate's defence spec before any image is read.
 
@@ -181,6 +188,8 @@ def check_defence_spec(spec: str) -> tuple[str, dict[str, Any]]:
                 f"{LEARNED_INVERSE} takes no parameter {', '.join(map(repr, unknown))}; "
                 f"it takes: {', '.join(LEARNED_INVERSE_OPTIONS)}"
             )
+        if "width" in kwargs:
+            _widths(kwargs["width"])
     else:
         create_defence(name, **kwargs)
     return name, kwargs
@@ -227,8 +236,8 @@ def clean_images(
     """
     defence.eval()
     cleaned = []
-    for start in range(0, len(images), CLEANING_BATCH):
-        index = range(start, min(len(images), start + CLEANING_BATCH))
+    for start in range(0, len(images), _BATCH):
+        index = range(start, min(len(images), start + _BATCH))
         generators = None
         if defence.stochastic:
             generators = sample_generators(seed, [images.paths[i] for i in index])
@@ -318,7 +327,7 @@ def learn_inverse(
             progress(PirateProgress(LEARNED_INVERSE, step.step, step.total_steps, status))
 
     width = options.pop("width", None)
-    config = None if width is None else LearnedInverseConfig((width, 2 * width, 4 * width))
+    config = None if width is None else _widths(width)
     model = train_learned_inverse(
         protected.images[prot_index[leaked]],
         originals.images[orig_index[leaked]],
@@ -339,8 +348,8 @@ def learn_inverse(
 
 def _mean_psnr(a: ImageSet, b: ImageSet) -> float:
     total = 0.0
-    for start in range(0, len(a), CLEANING_BATCH):
-        index = range(start, min(len(a), start + CLEANING_BATCH))
+    for start in range(0, len(a), _BATCH):
+        index = range(start, min(len(a), start + _BATCH))
         total += psnr(a.batch(index), b.batch(index), max_db=100.0).sum().item()
     return total / len(a)
 

@@ -212,6 +212,12 @@ def test_bad_requests_are_refused_before_any_work(
         check_defence_spec("grayscale:quality=3")
     with pytest.raises(ValueError, match="takes no parameter 'depth'"):
         check_defence_spec("learned-inverse:depth=3")
+    with pytest.raises(ValueError, match=r"width must be a positive integer, got 0\.5"):
+        check_defence_spec("learned-inverse:width=0.5")
+    assert check_defence_spec("learned-inverse:width=4,lr=0.01") == (
+        "learned-inverse",
+        {"width": 4, "lr": 0.01},
+    )
     with pytest.raises(UnknownNameError, match="did you mean 'resnet_small'"):
         run_pirate(train, test, "none", "resnet_smal")
     with pytest.raises(ValueError, match="needs them"):
