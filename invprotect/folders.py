@@ -138,23 +138,23 @@ def scan_tree(src: Path, dst: Path, ignore: frozenset[str] = frozenset()) -> Tre
     for folder, folders, names in os.walk(src, onerror=unreadable):
         base = Path(folder)
         hidden = any(part.startswith(".") for part in base.relative_to(src).parts)
-        for name in sorted(folders):
-            relative = (base / name).relative_to(src).as_posix()
+        folders.sort()
+        for name in list(folders):
             if (base / name).is_symlink():
+                relative = (base / name).relative_to(src).as_posix()
                 scan.skipped.append((relative, "link to a folder, not followed"))
                 folders.remove(name)
-        for name in names:
+        for name in sorted(names):
             path = base / name
             relative = path.relative_to(src).as_posix()
             if relative in ignore:
                 continue
-            reason = "skip: in a hidden folder" if hidden else _file_problem(path, name)
-            if reason is None:
+            problem = ("skipped", "in a hidden folder") if hidden else _file_problem(path, name)
+            if problem is None:
                 files.append(path)
-            elif reason.startswith("skip: "):
-                scan.skipped.append((relative, reason.removeprefix("skip: ")))
             else:
-                scan.failed.append((relative, reason))
+                kind, reason = problem
+                (scan.skipped if kind == "skipped" else scan.failed).append((relative, reason))
     claimed: dict[Path, str] = {}
     for path in sorted(files):
         relative = path.relative_to(src).as_posix()
@@ -171,17 +171,17 @@ def scan_tree(src: Path, dst: Path, ignore: frozenset[str] = frozenset()) -> Tre
     return scan
 
 
-def _file_problem(path: Path, name: str) -> str | None:
-    """Why a directory entry is not an image job (``"skip: ..."`` for deliberate skips)."""
+def _file_problem(path: Path, name: str) -> tuple[str, str] | None:
+    """Why a directory entry is no image job: ``("skipped" or "failed", reason)``."""
     if name.startswith("."):
-        return "skip: hidden file"
+        return "skipped", "hidden file"
     if path.suffix.lower() not in IMAGE_SUFFIXES:
         kind = f"suffix {path.suffix}" if path.suffix else "no suffix"
-        return f"skip: not an image file ({kind})"
+        return "skipped", f"not an image file ({kind})"
     if path.is_symlink() and not path.exists():
-        return "broken symbolic link"
+        return "failed", "broken symbolic link"
     if not path.is_file():
-        return "not a regular file"
+        return "failed", "not a regular file"
     return None
 
 
@@ -206,8 +206,9 @@ class TreeReport:
             approximately by design (RAE when its perturbation did not fit).
         skipped_files: ``(relative path, reason)`` of entries left alone on purpose (not
             images, hidden, links to folders); they do not make the run fail.
-        warnings: Things the run repaired or ignored (manifest lines, stale temporary
-            files, outputs redone); they do not make the run fail.
+        warnings: Things the run repaired, ignored or wants to mention (manifest lines,
+            stale temporary files, outputs redone, links to files outside SRC); they do
+            not make the run fail.
     """
 
     written: int = 0
@@ -232,7 +233,7 @@ def read_manifest(path: Path, warnings: list[str] | None = None) -> dict[str, di
         path: The manifest file (a missing file gives no entries).
         warnings: Receives one message per ignored line (a torn last line of an
             interrupted run, text that is not JSON or not UTF-8, a JSON value that is not
-            an object with a string ``path``).
+            an object with a string ``path``, a path that leaves the folder).
 
     Raises:
         ValueError: If the file exists but cannot be read.
@@ -267,8 +268,7 @@ def _inside(relative: object) -> bool:
     """Whether a manifest path stays inside its folder (relative, no ``..``)."""
     if not isinstance(relative, str):
         return True  # not a path: the entry is merely incomplete
-    parts = Path(relative).parts
-    return not Path(relative).is_absolute() and ".." not in parts
+    return not Path(relative).is_absolute() and ".." not in Path(relative).parts
 
 
 def _warn(warnings: list[str] | None, message: str) -> None:
