@@ -1,4 +1,12 @@
-"""Reading image files into tensors, with specific errors for bad files."""
+"""Reading image files into tensors and back, refusing what would not come back whole.
+
+`open_image` refuses, with a specific message, files that cannot be kept bit for bit:
+16 bits per channel (PIL would silently cut them to 8), more than one frame (animated GIF,
+APNG, multi-page TIFF, MPO), too many pixels, or an unsupported mode. `read_source` also
+collects the file's metadata (`image_metadata`: every ancillary PNG chunk verbatim; EXIF,
+ICC profile, DPI, comments and XMP of other formats) and refuses files whose metadata a
+PNG could not carry; `encode_recovered` writes it back into the recovered PNG.
+"""
 
 from __future__ import annotations
 
