@@ -1,5 +1,6 @@
 """Shared fixtures: every test starts from fixed torch and NumPy seeds, on the CPU."""
 
+import os
 import random
 import shutil
 from pathlib import Path
@@ -16,6 +17,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # One intra-op thread per test process: the tests use small tensors, for which more threads
     # mostly add synchronisation, and OpenMP threads spin badly when cores are shared.
     torch.set_num_threads(1)
+    # Commands run in tests keep it: their --threads default follows $OMP_NUM_THREADS.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)
