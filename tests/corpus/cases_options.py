@@ -199,7 +199,7 @@ _checkpoint(
     "config_levels_9",
     _edit_config(_generator("levels", 9)),
     "levels=9 (would allocate gigabytes)",
-    time_limit=30,
+    time_limit=60,
     memory_cap_mb=3000,
 )
 _checkpoint("config_levels_negative", _edit_config(_generator("levels", -1)), "levels=-1")

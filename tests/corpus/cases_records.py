@@ -37,9 +37,13 @@ def _record(
     outcome: str,
     target: str = "img01.png",
     codes: tuple[int, ...] = (FAILED,),
+    also: tuple[str, ...] = (),
     **limits: Any,
 ) -> None:
-    """Damage the record of ``target`` among 5 RGB files and 3 of other modes (one batch)."""
+    """Damage the record of ``target`` among 5 RGB files and 3 of other modes (one batch).
+
+    ``also``: other files the edit damages.
+    """
 
     def build(ctx: Ctx) -> Scenario:
         originals = ctx.pool()
@@ -48,8 +52,8 @@ def _record(
             ctx.recover(),
             ctx.root / "rec",
             originals=originals,
-            damaged=(target,),
-            must_name=(target,),
+            damaged=(target, *also),
+            must_name=(target, *also),
             **limits,
         )
 
@@ -111,7 +115,11 @@ _record(
     codes=(OK, FAILED),
 )
 _record(
-    "record_swapped", _swap_records, "records of two same-size files swapped", codes=(OK, FAILED)
+    "record_swapped",
+    _swap_records,
+    "records of two same-size files swapped",
+    codes=(OK, FAILED),
+    also=("img02.png",),
 )
 _record(
     "pixel_altered_record_kept",

@@ -204,15 +204,18 @@ def _unlisted_sources(scenario: Scenario, outcome: Outcome) -> list[str]:
         for name in entries:
             full = os.path.join(folder, name)
             relative = os.fsdecode(os.path.relpath(full, base))
-            single = os.path.isfile(base)
             if relative in listed or any(p.startswith(relative + "/") for p in listed):
                 continue
-            if single and os.fsdecode(os.path.basename(full)) in listed:
-                continue
-            if _named(outcome.output, relative) or _named(outcome.output, os.fsdecode(name)):
-                continue
-            problems.append(f"silent loss: {relative!r} neither protected nor named")
+            if not _reported(outcome.output, relative):
+                problems.append(f"silent loss: {relative!r} neither protected nor named")
     return problems
+
+
+def _reported(output: str, relative: str) -> bool:
+    """Whether the output names the file, or a folder it lies in (reported as skipped)."""
+    parts = relative.split("/")
+    candidates = [parts[-1]] + ["/".join(parts[:end]) for end in range(len(parts), 0, -1)]
+    return any(_named(output, candidate) for candidate in candidates)
 
 
 def _roundtrip(root: Path, scenario: Scenario) -> list[str]:
@@ -231,6 +234,8 @@ def _roundtrip(root: Path, scenario: Scenario) -> list[str]:
         )
     for entry in entries:
         source = scenario.sources / entry["path"]
+        if not (source.is_file() and source.resolve().is_relative_to(scenario.sources.resolve())):
+            continue  # a line a case wrote by hand, not a protected file
         recovered = target / str(entry.get("output", ""))
         if not recovered.is_file():
             problems.append(f"{entry['path']} protected but not recovered ({back.output[-200:]!r})")
