@@ -22,7 +22,7 @@ RECORD_CHUNK = b"ipRS"
 
 @dataclass
 class Record:
-    """A record split into its parts; `header` is the parsed JSON (``None`` if unparsable)."""
+    """A record split into its parts: magic, JSON header bytes, binary part."""
 
     magic: bytes
     header_bytes: bytes
@@ -30,9 +30,11 @@ class Record:
 
     @property
     def header(self) -> Any:
+        """The JSON header, parsed."""
         return json.loads(self.header_bytes)
 
     def with_header(self, header: Any) -> Record:
+        """The same record with another header (any JSON value)."""
         return Record(self.magic, json.dumps(header).encode(), self.body)
 
     def to_bytes(self, length: int | None = None) -> bytes:
