@@ -142,6 +142,29 @@ def test_destination_problems_exit_2_before_writing(
     assert code == EXIT_USAGE and "not writable" in err and not (tmp_path / "ro").exists()
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train-targets", "--data", "{tmp}", "--arch", "vgg_small", "--out", "{file}"],
+        ["train", "--data", "{tmp}", "--targets", "{tmp}", "--out", "{file}"],
+        ["train-defence", "comdefend", "--data", "{tmp}", "--out", "{file}"],
+        ["verify", "--data", "{tmp}", "--protector", "p", "--targets", "t", "--out", "{file}"],
+        ["demo", "--out", "{file}"],
+        ["purify", "{tmp}/src", "{file}", "--defence", "jpeg"],
+    ],
+)
+def test_an_output_folder_that_is_a_file_exits_2_at_once(
+    argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    (tmp_path / "src").mkdir()
+    filled = [arg.format(tmp=tmp_path, file=a_file) for arg in argv]
+    code, _, err = _run(filled, capsys)
+    assert code == EXIT_USAGE and f"{a_file} exists and is a file" in err
+    assert a_file.read_text() == "keep me"
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_real_read_only_destination_exits_2(
     key: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

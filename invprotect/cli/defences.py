@@ -12,6 +12,7 @@ import typer
 from invprotect._registry import UnknownNameError
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError, atomic_write_bytes
 from invprotect.cli.app import ThreadsOption, app
+from invprotect.cli.paths import check_output_folder
 from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.data import default_cache_dir, load_image_set, train_test_split
 from invprotect.defences import (
@@ -133,8 +134,8 @@ def purify(
             f"DST {dst} and SRC {src} overlap (equal, or one inside the other); "
             "choose a DST outside SRC so that SRC is never modified"
         )
-    if src.is_dir() and dst.exists() and not dst.is_dir():
-        raise fail(f"DST {dst} exists and is not a folder")
+    single_png = src.is_file() and dst.suffix.lower() == ".png"
+    check_output_folder(dst.parent if single_png else dst, "DST")
     jobs, failures = collect_jobs(src_abs, dst_abs)
     if src.is_file() and jobs[0].output == src_abs:
         raise fail(f"the output {jobs[0].output} would replace SRC; choose another DST")
@@ -208,6 +209,7 @@ def train_defence(
         raise fail(f"--size must be a multiple of {config.space_to_depth} for preset {preset!r}")
     if (out / CONFIG_FILE).is_file() and not overwrite:
         raise fail(f"{out} already holds a checkpoint; pass --overwrite to replace it")
+    check_output_folder(out, "--out")
     try:
         train_index, test_index = train_test_split(data, seed=seed)
         cache = None if no_cache else (cache_dir or default_cache_dir())

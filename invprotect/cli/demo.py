@@ -10,6 +10,7 @@ import torch
 import typer
 
 from invprotect.cli.app import ThreadsOption, app
+from invprotect.cli.paths import check_output_folder
 from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.data import default_cache_dir, default_cifar10_root, download_cifar10
 from invprotect.demo import DemoConfig, run_demo
@@ -62,6 +63,7 @@ def demo(
     Progress goes to stderr: a bar on a terminal, plain lines (stage, step, rate, ETA)
     when stderr is a file or a pipe. The figures go to stdout as JSON.
     """
+    check_output_folder(out, "--out")
     if data is None:
         data = default_cifar10_root()
         if data is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -15,6 +14,7 @@ from invprotect.attacks import AttackLayer
 from invprotect.baselines import RAE, RIT
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError
 from invprotect.cli.app import DeviceOption, ThreadsOption, app
+from invprotect.cli.paths import check_output_folder
 from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.cli.targets import load_split
 from invprotect.data import default_cache_dir
@@ -101,6 +101,7 @@ def train(
     if (out / CONFIG_FILE).is_file():
         console.print(f"{out} already holds a trained protector; delete it to train again")
         raise typer.Exit(0)
+    check_output_folder(out, "--out")
     try:
         target_device = pick_device(device)
         members = [Classifier.load(path, target_device) for path in targets]
@@ -174,21 +175,9 @@ def _check_destination(src: Path, dst: Path) -> None:
     if not src.exists():
         raise fail(f"SRC {src} does not exist")
     single_png = src.is_file() and dst.suffix.lower() == ".png"
-    folder = dst.parent if single_png else dst
     if single_png and dst.is_dir():
         raise fail(f"DST {dst} is a folder; give a new file name, or the folder without .png")
-    if folder.exists() and not folder.is_dir():
-        raise fail(
-            f"DST {folder} exists and is a file; give a folder for the outputs "
-            "(it is created when missing)"
-        )
-    existing = folder.resolve()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise fail(f"DST {folder} cannot be created: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise fail(f"DST {folder} is not writable ({existing}: permission denied or read-only)")
+    check_output_folder(dst.parent if single_png else dst, "DST")
 
 
 def _entries(manifest: Path) -> dict[str, dict]:

@@ -11,6 +11,7 @@ import typer
 
 from invprotect.checkpoint import CONFIG_FILE, load_checkpoint
 from invprotect.cli.app import DeviceOption, ThreadsOption, app
+from invprotect.cli.paths import check_output_folder
 from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.data import ImageSet, default_cache_dir, load_image_set, train_test_split
 from invprotect.device import pick_device
@@ -72,6 +73,7 @@ def train_targets(
     if (out / CONFIG_FILE).is_file():
         console.print(f"{out} already holds a trained classifier; delete it to train again")
         raise typer.Exit(0)
+    check_output_folder(out, "--out")
     try:
         cache = None if no_cache else (cache_dir or default_cache_dir())
         train, test = load_split(data, size, cache, "decoding")

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from invprotect.checkpoint import CheckpointError
 from invprotect.cli.app import DeviceOption, ThreadsOption, app
+from invprotect.cli.paths import check_output_folder
 from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.cli.protector import PROTECTOR_HELP, load_protector_option
 from invprotect.device import pick_device
@@ -111,6 +112,7 @@ def verify_command(
     """
     if not data.is_dir():
         raise fail(f"--data {data} is not a folder")
+    check_output_folder(out, "--out")
     loaded = load_protector_option(protector, device, targets, protecting=True)
     taken: set[str] = set()
     target_models = _load_models(targets, taken, device)
