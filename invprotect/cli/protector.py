@@ -188,14 +188,14 @@ def _entries(manifest: Path) -> dict[str, dict]:
         return {}
 
 
-def _mean_psnr(manifest: Path, before: dict[str, dict]) -> float | None:
-    """Mean PSNR of the manifest entries this run wrote (``None`` when there are none)."""
-    values = [
-        entry["psnr"]
-        for path, entry in _entries(manifest).items()
-        if before.get(path) != entry and isinstance(entry.get("psnr"), int | float)
-    ]
-    return sum(values) / len(values) if values else None
+def _means(manifest: Path, before: dict[str, dict]) -> dict[str, float | None]:
+    """Mean ``psnr`` and ``ssim`` of the manifest entries this run wrote (``None``: none had it)."""
+    written = [entry for path, entry in _entries(manifest).items() if before.get(path) != entry]
+    means: dict[str, float | None] = {}
+    for key in ("psnr", "ssim"):
+        values = [e[key] for e in written if isinstance(e.get(key), int | float)]
+        means[key] = sum(values) / len(values) if values else None
+    return means
 
 
 def _run_tree(
@@ -244,9 +244,12 @@ def _run_tree(
         "warnings": len(report.warnings),
     }
     if command == "protect":
-        mean_psnr = _mean_psnr(manifest, before)
-        summary["mean_psnr"] = None if mean_psnr is None else round(mean_psnr, 3)
-        quality = "" if mean_psnr is None else f", mean PSNR {mean_psnr:.2f} dB"
+        means = _means(manifest, before)
+        quality = ""
+        for key, name, unit, digits in (("psnr", "PSNR", " dB", 2), ("ssim", "SSIM", "", 3)):
+            value = means[key]
+            summary[f"mean_{key}"] = None if value is None else round(value, digits + 1)
+            quality += "" if value is None else f", mean {name} {value:.{digits}f}{unit}"
         console.print(
             f"protected {report.written} files{quality} (protected vs original); "
             f"{report.skipped} already done, {len(report.failed)} failed"
@@ -273,8 +276,8 @@ def protect(
 ) -> None:
     """Protect images; PNG output with a recovery record, manifest, resumable.
 
-    Ends with one line of quality: files written and the mean PSNR of the protected
-    images against the originals.
+    Ends with one line of quality: files written and the mean PSNR (and SSIM, where the
+    manifest records it) of the protected images against the originals.
     """
     _run_tree("protect", src, dst, protector, targets, batch_size, device)
 
