@@ -14,6 +14,9 @@ that only the protector's weights give. The tag (HMAC-SHA256 over the whole reco
 detects corruption and forgery before anything is decoded. The nonce is derived from the
 content (a synthetic IV), so protecting the same file twice gives the same bytes.
 
+Records of version 1 (written before records were sealed: plain digests, plain index
+map) are still read, with the key that wrote them, so files protected earlier recover.
+
 Not hidden: the alpha channel of RGBA and LA images stays in the protected PNG as it
 was, in the clear; it is part of the image's appearance, like the protected RGB pixels.
 
@@ -26,6 +29,8 @@ are sealed only against corruption, not against a reader.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -86,17 +91,20 @@ class RecordKeys:
     Attributes:
         key_id: Public identifier stored in each record (hex SHA-256).
         secret: 32 secret bytes for the keyed digests, the tag and the encryption.
+        legacy_id: What version-1 records stored to name the protector (the material in
+            hex), to read records written before records were sealed.
     """
 
     key_id: str
     secret: bytes = field(repr=False)
+    legacy_id: str = field(default="", repr=False)
 
     @classmethod
     def derive(cls, material: bytes) -> RecordKeys:
         """Both values from the protector's secret ``material``, with distinct domain prefixes."""
         key_id = hashlib.sha256(b"invprotect/record-key-id/v2\0" + material).hexdigest()
         secret = hashlib.sha256(b"invprotect/record-secret/v2\0" + material).digest()
-        return cls(key_id, secret)
+        return cls(key_id, secret, material.hex())
 
     def mac(self, label: bytes, *parts: bytes) -> bytes:
         """HMAC-SHA256 of ``parts`` (each length-prefixed) under the secret, for ``label``."""
@@ -185,6 +193,8 @@ class RecoveryRecord:
             BadRecordError: If any field is missing, unknown, of the wrong type or out of
                 range, or the tag does not match (corrupt or forged).
         """
+        if data.startswith(_OLD_MAGIC):
+            return _open_version_1(data, keys, name)
         header, body = read_header(data, name)
         if header["key_id"] != keys.key_id:
             raise WrongKeyError(
@@ -226,10 +236,7 @@ def read_header(data: bytes, name: str = "record") -> tuple[dict[str, Any], byte
             missing, unknown, of the wrong type or out of range.
     """
     if data.startswith(_OLD_MAGIC):
-        raise BadRecordError(
-            f"{name}: record version 1 (written by an older invprotect, before records were "
-            "sealed); recover it with that version"
-        )
+        raise BadRecordError(f"{name}: record version 1 has no public header (it is not sealed)")
     if not data.startswith(_MAGIC) or len(data) < 8:
         raise BadRecordError(f"{name}: not an invprotect recovery record (bad magic)")
     (length,) = struct.unpack(">I", data[4:8])
@@ -269,6 +276,69 @@ def read_header(data: bytes, name: str = "record") -> tuple[dict[str, Any], byte
     if not 0 <= header["private_size"] <= MAX_PRIVATE_BYTES:
         raise BadRecordError(f"{name}: record field 'private_size' is out of range")
     return header, body
+
+
+_VERSION_1_TYPES: dict[str, type] = {
+    "mode": str,
+    "height": int,
+    "width": int,
+    "original_sha256": str,
+    "protected_sha256": str,
+    "protector_sha256": str,
+    "extra": dict,
+}
+
+
+def _open_version_1(data: bytes, keys: RecordKeys, name: str) -> RecoveryRecord:
+    """Read a record written before records were sealed (plain digests, plain index map).
+
+    Its plain digest of the original is turned into the keyed form on reading, and its
+    compressed index map into the current form, so recovery treats it like any record.
+    """
+    (length,) = struct.unpack(">I", data[4:8].rjust(4, b"\xff"))
+    if length > len(data) - 8:
+        raise BadRecordError(f"{name}: record header length {length} is out of range")
+    try:
+        header = json.loads(data[8 : 8 + length])
+    except (ValueError, RecursionError) as error:  # JSON, UTF-8 or nesting
+        raise BadRecordError(f"{name}: corrupt record header (version 1): {error}") from None
+    if not isinstance(header, dict) or set(header) != set(_VERSION_1_TYPES):
+        fields = list(_VERSION_1_TYPES)
+        raise BadRecordError(f"{name}: record version 1 must have exactly the fields {fields}")
+    for key, kind in _VERSION_1_TYPES.items():
+        if not isinstance(header[key], kind) or isinstance(header[key], bool):
+            raise BadRecordError(f"{name}: record field {key!r} must be {kind.__name__}")
+    if header["protector_sha256"] != keys.legacy_id:
+        raise WrongKeyError(f"{name}: protected with another key (record version 1)")
+    for key in ("height", "width"):
+        if not 0 < header[key] <= MAX_SIDE:
+            raise BadRecordError(f"{name}: record field {key!r} is {header[key]}, out of range")
+    for key in ("original_sha256", "protected_sha256"):
+        if not _HEX64.fullmatch(header[key]):
+            raise BadRecordError(f"{name}: record field {key!r} is not a 64-digit hex digest")
+    if header["mode"] not in RECORD_MODES:
+        raise BadRecordError(f"{name}: record field 'mode' {header['mode']!r:.20} not protectable")
+    extra = dict(header["extra"])
+    if isinstance(extra.get("indices"), str):
+        try:
+            packed = base64.b64decode(extra["indices"], validate=True)
+        except binascii.Error:
+            raise BadRecordError(f"{name}: record field 'indices' is not base64") from None
+        size = header["height"] * header["width"]
+        raw = inflate(packed, size, f"{name}: record field 'indices'")
+        extra["indices"] = base64.b64encode(raw).decode()
+    record = RecoveryRecord(
+        header["mode"],
+        header["height"],
+        header["width"],
+        keys.original_mac(header["original_sha256"]),
+        header["protected_sha256"],
+        keys.key_id,
+        data[8 + length :],
+        extra,
+    )
+    _check_private(record, name)
+    return record
 
 
 def inflate(data: bytes, size: int, what: str) -> bytes:

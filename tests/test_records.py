@@ -21,7 +21,7 @@ from invprotect.folders import MANIFEST, protect_tree, recover_tree
 from invprotect.imageio import pixel_digest
 from invprotect.models import RAEG
 from invprotect.models.exact import ExactCodec, inflate_exactly
-from invprotect.pngio import iter_chunks, read_chunks
+from invprotect.pngio import chunk_bytes, iter_chunks, read_chunks
 from invprotect.record import (
     RECORD_CHUNK,
     BadRecordError,
@@ -247,9 +247,51 @@ def test_nothing_in_the_files_reveals_the_original_without_the_key(
     assert all("another key" in reason for _, reason in without_key.failed)
 
 
-def test_old_records_are_refused_with_a_message() -> None:
-    with pytest.raises(BadRecordError, match="version 1"):
+def test_records_of_version_1_are_still_recovered_with_their_key(
+    raeg: RAEG, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    _palette_with_duplicates().save(src / "palette.png")
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).save(src / "photo.png")
+    protect_tree(src, tmp_path / "prt", raeg)
+    codec = file_codec(raeg)
+    for name in ("palette.png", "photo.png"):  # rewrite as the previous release wrote them
+        path = tmp_path / "prt" / name
+        chunks = list(iter_chunks(path.read_bytes()))
+        record = RecoveryRecord.open(dict(chunks)[RECORD_CHUNK], codec.keys)
+        extra = dict(record.extra)
+        if "indices" in extra:
+            extra["indices"] = base64.b64encode(
+                zlib.compress(base64.b64decode(extra["indices"]), 9)
+            ).decode()
+        header = {
+            "mode": record.mode,
+            "height": record.height,
+            "width": record.width,
+            "original_sha256": pixel_digest(Image.open(src / name)),
+            "protected_sha256": record.protected_sha256,
+            "protector_sha256": codec._key_material().hex(),
+            "extra": extra,
+        }
+        text = json.dumps(header, sort_keys=True).encode()
+        old = b"IPR1" + struct.pack(">I", len(text)) + text + record.residual
+        chunks = [(kind, old if kind == RECORD_CHUNK else body) for kind, body in chunks]
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"".join(chunk_bytes(*c) for c in chunks))
+    assert "extra" in read_chunks(path.read_bytes())[RECORD_CHUNK].decode("latin-1")
+    back = recover_tree(tmp_path / "prt", tmp_path / "rec", raeg)
+    assert back.ok and back.written == 2 and not back.altered
+    for name in ("palette.png", "photo.png"):
+        recovered = Image.open(tmp_path / "rec" / name)
+        assert pixel_digest(recovered) == pixel_digest(Image.open(src / name))
+    wrong = recover_tree(tmp_path / "prt", tmp_path / "thief", make_raeg(1))
+    assert wrong.written == 0 and all("another key" in r for _, r in wrong.failed)
+    with pytest.raises(BadRecordError, match="version 1 has no public header"):
         read_header(b"IPR1\x00\x00\x00\x02{}", "old.png")
+    for bad in (b"IPR1", b"IPR1\x00\x00\x00\x02{}", b"IPR1\x00\x00\x00\x02[]"):
+        with pytest.raises(BadRecordError, match=r"old\.png"):
+            RecoveryRecord.open(bad, codec.keys, "old.png")
 
 
 def test_recovered_metadata_matches_the_original_file(raeg: RAEG, tmp_path: Path) -> None:
