@@ -59,16 +59,22 @@ def available_cpus() -> int:
     return max(1, os.cpu_count() or 1)
 
 
+def default_threads() -> int:
+    """``$OMP_NUM_THREADS`` when it is a positive integer, else every core (`available_cpus`)."""
+    text = os.environ.get("OMP_NUM_THREADS", "").strip()
+    return int(text) if text.isdigit() and int(text) > 0 else available_cpus()
+
+
 def set_threads(threads: int | None = None) -> int:
     """Set torch's intra-op CPU threads; returns the number set.
 
     Args:
-        threads: Threads to use (``None``: every core available, `available_cpus`).
+        threads: Threads to use (``None``: `default_threads`).
 
     Raises:
         ValueError: If ``threads`` is below 1.
     """
-    count = available_cpus() if threads is None else threads
+    count = default_threads() if threads is None else threads
     if count < 1:
         raise ValueError(f"threads must be at least 1, got {count}")
     torch.set_num_threads(count)

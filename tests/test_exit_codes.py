@@ -17,7 +17,7 @@ from PIL import Image
 
 from invprotect.cli import app, protector
 from invprotect.cli.app import EXIT_CRASH, EXIT_FAILED, EXIT_OK, EXIT_USAGE, invoke
-from invprotect.device import pick_device
+from invprotect.device import available_cpus, default_threads, pick_device, set_threads
 from invprotect.models import RAEG, raeg
 
 TINY = {"levels": 2, "blocks_per_level": 1, "hidden_channels": 8, "subnet": "conv"}
@@ -335,3 +335,17 @@ def test_pick_device_accepts_the_documented_strings() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             pick_device("cuda:1")
+
+
+@pytest.mark.parametrize(("value", "expected"), [("3", 3), ("0", None), ("x", None), ("", None)])
+def test_default_threads_follow_omp_num_threads(
+    value: str, expected: int | None, monkeypatch
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    assert default_threads() == (expected or available_cpus())
+    before = torch.get_num_threads()
+    try:
+        assert set_threads() == default_threads() == torch.get_num_threads()
+        assert set_threads(2) == 2 == torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
