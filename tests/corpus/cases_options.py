@@ -67,6 +67,12 @@ _option(
 )
 _option("protector_empty_string", "protect", ("--protector", ""), "--protector ''")
 _option(
+    "protector_path_with_markup",
+    "protect",
+    ("--protector", "/nonexistent/[/]key"),
+    "a missing protector whose path is console markup: printed, not interpreted",
+)
+_option(
     "recover_protector_missing",
     "recover",
     ("--protector", "/nonexistent/protector"),

@@ -191,6 +191,11 @@ def _missing_source(ctx: Ctx) -> Scenario:
     return Scenario(ctx.protect(src=ctx.root / "nope"), ctx.dst, must_name=("nope",))
 
 
+@case("missing_source_with_markup", FATAL, "a missing source named like console markup")
+def _missing_markup_source(ctx: Ctx) -> Scenario:
+    return Scenario(ctx.protect(src=ctx.root / "[/]nope"), ctx.dst, must_name=("[/]nope",))
+
+
 @case("two_inputs_one_output", FAILED, "a.jpg and a.png both map to a.png: one refused by name")
 def _collision(ctx: Ctx) -> Scenario:
     f.write(ctx.src / "a.jpg", f.rgb(8, 8, 50, "JPEG"))
