@@ -69,7 +69,7 @@ def _edit(edit: Callable[[r.Record], bytes]) -> Callable[[Path], None]:
 def _zlib_bomb(_: bytes) -> bytes:
     compressor = zlib.compressobj(9)
     chunk = bytes(2**20)
-    return b"".join(compressor.compress(chunk) for _ in range(256)) + compressor.flush()
+    return b"".join(compressor.compress(chunk) for _ in range(64)) + compressor.flush()
 
 
 def _swap_records(path: Path) -> None:
@@ -267,9 +267,9 @@ _record(
 _record(
     "residual_zlib_bomb",
     _edit(r.replace_body(_zlib_bomb)),
-    "256 MB of zeros zlib-compressed as the residual",
+    "64 MB of zeros zlib-compressed as the residual",
     time_limit=30,
-    heap_limit_mb=100,
+    heap_limit_mb=32,
 )
 _record("protected_file_empty", lambda p: p.write_bytes(b""), "the protected file emptied")
 _record(

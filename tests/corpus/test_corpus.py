@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from tests.corpus.corpus import FATAL, Case, Ctx, Scenario, manifest_entries
-from tests.corpus.files import same_pixels
+from tests.corpus.files import same_pixels, write
 from tests.corpus.kit import (
     TRACEBACK,
     Kit,
@@ -63,6 +63,25 @@ def test_the_corpus_has_more_than_100_distinct_kinds() -> None:
     names = [item.name for item in CASES]
     assert len(names) == len(set(names))
     assert len(CASES) >= 100, len(CASES)
+
+
+def test_the_checks_see_a_changed_source_a_stray_file_and_an_unnamed_one(tmp_path: Path) -> None:
+    write(tmp_path / "src" / "a.png", b"original")
+    before = snapshot(tmp_path)
+    write(tmp_path / "src" / "a.png", b"changed!")
+    write(tmp_path / "stray.txt", b"x")
+    write(tmp_path / "dst" / "a.png", b"protected")
+    scenario = Scenario([], tmp_path / "dst", sources=tmp_path / "src")
+    outcome = Outcome(0, "protected 0 files", None, 0.0)
+    problems = _write_problems(tmp_path, scenario, before, snapshot(tmp_path), outcome)
+    assert problems == [
+        "changed outside the destination: src/a.png",
+        "created outside the destination: stray.txt",
+    ]
+    assert _unlisted_sources(scenario, outcome) == [
+        "silent loss: 'a.png' neither protected nor named"
+    ]
+    assert _named("failed latin1_caf\\xe9.png: empty", "latin1_caf\udce9.png")
 
 
 @pytest.mark.parametrize("item", _params())
