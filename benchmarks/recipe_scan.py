@@ -66,6 +66,12 @@ def recipes(prep: Path) -> dict[str, dict[str, Any]]:
             "attacks": PURIFYING_ATTACKS,
             "smoothness": 0.02,
         },
+        "cc-squeeze-smooth": {
+            "fooling": "class-consistent",
+            "margin": 10.0,
+            "attacks": PURIFYING_ATTACKS,
+            "smoothness": 0.02,
+        },
         "margin-purifiers-smooth": {
             "purifier": seen,
             "attacks": PURIFYING_ATTACKS,
@@ -74,8 +80,8 @@ def recipes(prep: Path) -> dict[str, dict[str, Any]]:
     }
 
 
-DEFENCES = ["none", "jpeg:quality=50", "jpeg:quality=10", "grayscale", "median_filter"]
-"""Defences of the proxy besides the unseen ComDefend."""
+DEFENCES = ["none", "jpeg:quality=50", "jpeg:quality=10", "grayscale", "median_filter", "comdefend"]
+"""Test-time defences of the proxy (``comdefend``: the thief's, ``PREP/comdefend-unseen``)."""
 
 
 @torch.no_grad()
@@ -126,6 +132,7 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=2_000)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--pirate-arch", default="resnet_small")
+    parser.add_argument("--defences", nargs="+", default=DEFENCES)
     parser.add_argument("--pirate-defences", nargs="+", default=["none", "jpeg:quality=10"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/recipes"))
@@ -141,7 +148,7 @@ def main() -> None:
     targets = [Classifier.load(args.prep / name) for name in ("resnet_small", "vgg_small")]
     unseen = [Classifier.load(path) for path in [args.prep / "densenet_small"] if path.is_dir()]
     thief_comdefend = f"comdefend:weights={args.prep / 'comdefend-unseen'}"
-    defences = [*DEFENCES, thief_comdefend]
+    defences = [thief_comdefend if spec == "comdefend" else spec for spec in args.defences]
     table = recipes(args.prep)
 
     originals_path = args.out / f"originals-{args.pirate_arch}-{args.epochs}.json"
