@@ -7,6 +7,7 @@ import torch
 
 from invprotect.blocks import UNET_PRESETS, InvertibleUNet, UNetConfig
 from tests.contracts import train_away_from_identity
+from tests.tolerances import round_trip_tolerance
 
 
 @pytest.fixture(scope="module", params=sorted(UNET_PRESETS))
@@ -17,14 +18,17 @@ def trained_preset(request: pytest.FixtureRequest) -> InvertibleUNet:
     return net
 
 
-@pytest.mark.parametrize(("side", "tolerance"), [(32, 1e-5), (256, 1e-4)])
-def test_preset_round_trip(trained_preset: InvertibleUNet, side: int, tolerance: float) -> None:
+@pytest.mark.parametrize("side", [32, 256])
+def test_preset_round_trip(trained_preset: InvertibleUNet, side: int) -> None:
     x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(side))
     with torch.no_grad():
         y = trained_preset.transform(x)
         assert (y - x).abs().mean() > 0.05  # the trained network is far from the identity
         assert y.abs().max() < 10.0  # ... and has not diverged
         x_back = trained_preset.inverse(y)
+    # measured 2 ulps (cpu, 18 couplings) and 5-10 ulps (paper, 30): the allowance per
+    # coupling leaves a wide margin, far below the > 0.05 a wrong inverse would leave
+    tolerance = round_trip_tolerance(trained_preset, torch.cat([x, y]))
     assert (x_back - x).abs().max().item() <= tolerance
 
 
@@ -61,7 +65,11 @@ def test_invalid_config_is_refused(field: str, value: object) -> None:
 
 
 def test_transform_and_inverse_work_on_any_size_divisible_by_two_to_the_levels() -> None:
-    net = InvertibleUNet([(3, 32, 32)], levels=2, blocks_per_level=1, hidden_channels=8).eval()
+    net = InvertibleUNet([(3, 32, 32)], levels=2, blocks_per_level=1, hidden_channels=8)
+    train_away_from_identity(net, lambda: torch.rand(2, 3, 12, 20), steps=5, lr=1e-2)
     x = torch.rand(1, 3, 12, 20)
     with torch.no_grad():
-        assert torch.allclose(net.inverse(net.transform(x)), x, atol=1e-6)
+        y = net.transform(x)
+        x_back = net.inverse(y)
+    assert (y - x).abs().mean() > 0.01  # not the identity it was initialised as
+    torch.testing.assert_close(x_back, x, atol=round_trip_tolerance(net, torch.cat([x, y])), rtol=0)
