@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,11 @@ def _fresh() -> RAEG:
 
 
 CONFIG = ProtectorTrainingConfig(
-    steps=4, batch_size=4, save_every=2, attacks={"identity": 1.0, "jpeg_ss": 1.0}
+    steps=4,
+    batch_size=4,
+    save_every=2,
+    attacks={"identity": 1.0, "jpeg_ss": 1.0},
+    precision="fp32",  # explicit: "auto" would pick bf16 on some CPUs and fp32 on others
 )
 
 
@@ -42,16 +47,18 @@ class _StopError(Exception):
     pass
 
 
-def test_training_changes_the_generator_and_reports_progress(setting) -> None:
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_changes_the_generator_and_reports_progress(setting, precision: str) -> None:
     images, ensemble = setting
     raeg = _fresh()
     before = {k: v.clone() for k, v in raeg.generator.state_dict().items()}
-    events = train_protector(raeg, ensemble, images, CONFIG)
+    events = train_protector(raeg, ensemble, images, replace(CONFIG, precision=precision))
     assert [e.step for e in events] == [1, 2, 3, 4]
     for event in events:
         assert 10 < event.psnr < 200 and 0 <= event.fooling_rate <= 1 and 20 <= event.floor <= 40
     changed = [k for k, v in raeg.generator.state_dict().items() if not torch.equal(v, before[k])]
     assert changed and not raeg.training
+    assert all(p.dtype == torch.float32 for p in raeg.parameters())  # bf16 only inside autocast
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(setting, tmp_path: Path) -> None:
