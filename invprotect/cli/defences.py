@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import torch
 import typer
+from rich.markup import escape
 
 from invprotect._registry import UnknownNameError
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError, atomic_write_bytes
@@ -157,7 +158,7 @@ def purify(
             status = f"[red]{len(failures)} failed[/]" if failures else ""
             bar.update(task, advance=len(batch), status=status)
     for relative, reason in failures:
-        console.print(f"[yellow]failed[/] {relative}: {reason}")
+        console.print(f"[yellow]failed[/] {escape(relative)}: {escape(str(reason))}")
     summary = {
         "defence": defence,
         "written": written,
@@ -222,7 +223,7 @@ def train_defence(
     except ValueError as error:
         raise fail(str(error)) from None
     for bad in train.bad_files + test.bad_files:
-        console.print(f"[yellow]skipped[/] {bad.reason}")
+        console.print(f"[yellow]skipped[/] {escape(bad.reason)}")
     if max_train_images is not None and max_train_images < len(train):
         keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
         train = train.subset(keep[:max_train_images].sort().values)

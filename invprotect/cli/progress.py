@@ -10,6 +10,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,7 +32,7 @@ LINE_FRACTION = 0.05
 
 def fail(message: str) -> typer.Exit:
     """Print ``message`` as an error and return the exit (code 2, bad input) to raise."""
-    console.print(f"[red]error:[/] {message}")
+    console.print(f"[red]error:[/] {escape(message)}")
     return typer.Exit(2)
 
 

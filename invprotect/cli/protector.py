@@ -8,6 +8,7 @@ from typing import Annotated
 
 import torch
 import typer
+from rich.markup import escape
 
 from invprotect._registry import UnknownNameError
 from invprotect.attacks import AttackLayer
@@ -220,19 +221,19 @@ def _run_tree(
     except ValueError as error:
         raise fail(str(error)) from None
     for relative, reason in report.failed:
-        console.print(f"[yellow]failed[/] {relative}: {reason}")
+        console.print(f"[yellow]failed[/] {escape(relative)}: {escape(str(reason))}")
     for relative in report.altered:
-        console.print(f"[yellow]altered[/] {relative}: recovered approximately")
+        console.print(f"[yellow]altered[/] {escape(relative)}: recovered approximately")
     for relative in report.approximate:
         console.print(
-            f"[yellow]approximate[/] {relative}: this protector cannot restore it exactly"
+            f"[yellow]approximate[/] {escape(relative)}: this protector cannot restore it exactly"
         )
     for relative in report.mismatched:
-        console.print(f"[red]mismatch[/] {relative}: not the recorded original")
+        console.print(f"[red]mismatch[/] {escape(relative)}: not the recorded original")
     for relative, reason in report.skipped_files:
-        console.print(f"[yellow]skipped[/] {relative}: {reason}")
+        console.print(f"[yellow]skipped[/] {escape(relative)}: {escape(str(reason))}")
     for message in report.warnings:
-        console.print(f"[yellow]warning[/] {message}")
+        console.print(f"[yellow]warning[/] {escape(message)}")
     summary: dict[str, int | float | None] = {
         "written": report.written,
         "skipped": report.skipped,

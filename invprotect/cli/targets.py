@@ -8,6 +8,7 @@ from typing import Annotated
 
 import torch
 import typer
+from rich.markup import escape
 
 from invprotect.checkpoint import CONFIG_FILE, load_checkpoint
 from invprotect.cli.app import DeviceOption, ThreadsOption, app
@@ -34,7 +35,7 @@ def load_split(
             for index in (train_index, test_index)
         )
     for bad in train.bad_files + test.bad_files:
-        console.print(f"[yellow]skipped[/] {bad.reason}")
+        console.print(f"[yellow]skipped[/] {escape(bad.reason)}")
     console.print(
         f"{len(train)} training and {len(test)} test images, {len(train.classes)} classes, "
         f"{(train.nbytes + test.nbytes) / 2**20:.0f} MiB decoded"

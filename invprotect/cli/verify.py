@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from invprotect.checkpoint import CheckpointError
@@ -147,7 +148,7 @@ def verify_command(
     report["protector"]["spec"] = protector
     paths = write_report(report, sample_images(report, out, loaded), out)
     for relative, reason in report["failed"]:
-        console.print(f"[yellow]refused[/] {relative}: {reason}")
+        console.print(f"[yellow]refused[/] {escape(relative)}: {escape(str(reason))}")
     if report["exact_rate"] < 1.0:
         console.print(f"[red]exact recovery {100 * report['exact_rate']:.1f}%[/] of the images")
     console.print(_summary(report))
