@@ -17,6 +17,10 @@ def pytest_configure(config: pytest.Config) -> None:
     # One intra-op thread per test process: the tests use small tensors, for which more threads
     # mostly add synchronisation, and OpenMP threads spin badly when cores are shared.
     torch.set_num_threads(1)
+    config.addinivalue_line(
+        "markers",
+        "cross_machine: protect and recover in subprocesses on different CPU code paths",
+    )
     # Commands run in tests keep it: their --threads default follows $OMP_NUM_THREADS.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
