@@ -11,6 +11,7 @@ from invprotect.checkpoint import CheckpointError, save_checkpoint
 from invprotect.models import RAEG, RAEG_PRESETS, Discriminator, Protector, RAEGConfig
 from invprotect.models.exact import ExactCodec
 from tests.contracts import train_away_from_identity
+from tests.tolerances import round_trip_tolerance
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,8 @@ def test_protect_changes_images_and_recover_undoes_it(trained_raeg: RAEG) -> Non
         recovered = trained_raeg.recover(protected)
     assert protected.min() >= 0 and protected.max() <= 1
     assert (protected - x).abs().mean() > 0.05
-    assert (recovered - x).abs().max() < 1e-4
+    tolerance = round_trip_tolerance(trained_raeg.generator, torch.cat([x, protected]))
+    assert (recovered - x).abs().max() <= tolerance  # float32 round-off only
 
 
 def test_protected_images_are_clipped_so_recovery_of_clipped_pixels_is_approximate(
