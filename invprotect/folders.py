@@ -53,6 +53,7 @@ from invprotect.imageio import (
     read_source,
     rebuild_image,
 )
+from invprotect.metrics import psnr, ssim
 from invprotect.models.protector import Protector
 from invprotect.pngio import PNG_SIGNATURE, encode_png, iter_chunks
 from invprotect.record import RECORD_CHUNK, BadRecordError, RecordKeys, RecoveryRecord
@@ -559,8 +560,8 @@ def _protect_batch(
             data = encode_png(pixels, {RECORD_CHUNK: record.seal(keys)})
             if not _write_output(job, data, report):
                 continue
-            crop = image[:, :height, :width].float()
-            mse = (crop - source.rgb.float()).square().mean().item()
+            crop = image[None, :, :height, :width].float() / 255
+            original = source.rgb[None].float() / 255
             _append(
                 manifest_path,
                 {
@@ -569,7 +570,8 @@ def _protect_batch(
                     "original_mac": macs[job.relative],
                     "key_id": keys.key_id,
                     "protected_file_sha256": hashlib.sha256(data).hexdigest(),
-                    "psnr": round(10 * np.log10(255**2 / max(mse, 1e-10)), 3),
+                    "psnr": round(psnr(crop, original, max_db=100.0).item(), 3),
+                    "ssim": round(ssim(crop, original).item(), 4),
                     "record_bytes": len(residual),
                 },
             )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F  # noqa: N812
+from pytorch_msssim import ssim as _ssim
 from torch import Tensor
 
-__all__ = ["psnr"]
+__all__ = ["psnr", "ssim"]
 
 
 def psnr(a: Tensor, b: Tensor, max_db: float | None = None) -> Tensor:
@@ -19,3 +21,23 @@ def psnr(a: Tensor, b: Tensor, max_db: float | None = None) -> Tensor:
     if max_db is not None:
         mse = mse.clamp(min=10.0 ** (-max_db / 10.0))
     return 10.0 * torch.log10(1.0 / mse)
+
+
+def ssim(a: Tensor, b: Tensor) -> Tensor:
+    """SSIM (pytorch-msssim, Gaussian window) of each image pair in ``[0, 1]``, shape ``(B,)``.
+
+    The window is 11x11, or the largest odd size that fits smaller images; an image with a
+    side under 3 pixels is edge-padded to 3 first.
+
+    Example:
+        >>> x = torch.rand(2, 3, 16, 16)
+        >>> ssim(x, x)
+        tensor([1., 1.])
+    """
+    a, b = a.float(), b.float()
+    pad_h, pad_w = max(0, 3 - a.shape[-2]), max(0, 3 - a.shape[-1])
+    if pad_h or pad_w:
+        a, b = (F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") for x in (a, b))
+    window = min(11, a.shape[-1], a.shape[-2])
+    window -= 1 - window % 2  # odd
+    return _ssim(a, b, data_range=1.0, size_average=False, win_size=window)
