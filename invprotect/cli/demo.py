@@ -55,7 +55,9 @@ def demo(
     target_psnr: Annotated[
         float, typer.Option(help="Wanted PSNR of protected images (dB).")
     ] = DemoConfig.target_psnr,
-    no_cache: Annotated[bool, typer.Option(help="Do not cache decoded images.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Do not cache decoded images.")
+    ] = False,
     threads: ThreadsOption = None,
 ) -> None:
     """Train two targets and a protector, protect and recover test images, print the figures.
