@@ -171,6 +171,7 @@ def _fixed(**values: Any) -> Callable[[int], dict[str, Tensor]]:
 
 GRADCHECK_CASES = [
     GradCase("identity", "identity", _fixed()),
+    GradCase("grayscale", "grayscale", _fixed()),
     GradCase("gaussian_noise", "gaussian_noise", _fixed(sigma=0.02, seed=7)),
     GradCase("gaussian_blur", "gaussian_blur", _fixed(sigma=1.1, kernel_size=5)),
     GradCase(
