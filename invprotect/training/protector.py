@@ -244,8 +244,10 @@ def train_protector(
         protected = quantize_ste(raeg.generate(x).clamp(0.0, 1.0))
         attacked = attack_layer(protected, generator=generator).images
         recovered = raeg.generator.inverse(protected)
-        logits_prt, logits_atk = classify(protected), classify(attacked)
-        logits_rec = classify(recovered.clamp(0.0, 1.0))
+        # One pass of the targets over all three (eval-mode batch norm: per-image results).
+        logits_prt, logits_atk, logits_rec = classify(
+            torch.cat([protected, attacked, recovered.clamp(0.0, 1.0)])
+        ).split(len(x))
         classification = (
             fool(logits_prt, labels)
             + fool(logits_atk, labels)

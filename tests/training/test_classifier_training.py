@@ -31,7 +31,7 @@ def cifar_subsets(cifar10_root: Path):
 def test_short_training_lifts_accuracy_clearly_above_chance(cifar_subsets) -> None:
     train, test = cifar_subsets
     torch.manual_seed(0)
-    model = Classifier("vgg_small", train.classes)
+    model = Classifier("convnet_small", train.classes)
     before = accuracy(model, test)
     # fp32 explicitly: "auto" picks bf16 on CPUs with AMX, where this is covered by the test below
     config = ClassifierTrainingConfig(epochs=3, batch_size=64, lr=0.05, precision="fp32")
