@@ -8,10 +8,11 @@ For each recipe: train a protector against the targets, then measure what a thie
   are, and after each defence) and tested on clean test images (Table 3's question),
   beside a pirate trained on the originals.
 
-``--prep`` holds the trained models: ``resnet_small`` and ``vgg_small`` (the targets), an
-optional ``densenet_small`` (a family no protector sees), ``comdefend-seen`` (the ComDefend a
-recipe may train through) and ``comdefend-unseen`` (the thief's: another seed, other training
-images). Results: one JSON per recipe under ``--out``, lines on stdout.
+``--prep`` holds the trained models: the targets (``--targets``, default ``resnet_small`` and
+``convnet_small``), the families no protector sees (``--unseen``, default ``vgg_small``; missing
+ones are left out), ``comdefend-seen`` (the ComDefend a recipe may train through) and
+``comdefend-unseen`` (the thief's: another seed, other training images).
+Results: one JSON per recipe under ``--out``, lines on stdout.
 
 Example::
 
@@ -132,6 +133,10 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=2_000)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--pirate-arch", default="resnet_small")
+    parser.add_argument("--targets", nargs="+", default=["resnet_small", "convnet_small"])
+    parser.add_argument("--unseen", nargs="+", default=["vgg_small"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--defences", nargs="+", default=DEFENCES)
     parser.add_argument("--pirate-defences", nargs="+", default=["none", "jpeg:quality=10"])
     parser.add_argument("--threads", type=int, default=1)
@@ -145,8 +150,9 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     train_sub = train.subset(torch.randperm(len(train), generator=generator)[: args.train_images])
     test_sub = test.subset(torch.randperm(len(test), generator=generator)[: args.test_images])
-    targets = [Classifier.load(args.prep / name) for name in ("resnet_small", "vgg_small")]
-    unseen = [Classifier.load(path) for path in [args.prep / "densenet_small"] if path.is_dir()]
+    targets = [Classifier.load(args.prep / name) for name in args.targets]
+    unseen_paths = [args.prep / name for name in args.unseen if (args.prep / name).is_dir()]
+    unseen = [Classifier.load(path) for path in unseen_paths]
     thief_comdefend = f"comdefend:weights={args.prep / 'comdefend-unseen'}"
     defences = [thief_comdefend if spec == "comdefend" else spec for spec in args.defences]
     table = recipes(args.prep)
@@ -161,8 +167,13 @@ def main() -> None:
             ]
             for spec in defences
         }
-        curve = pirate(args.pirate_arch, train_sub, test_sub, args.epochs, seed=1)
-        result = {"test_time": rows, "pirate": {"none": curve}, "wall_s": time.time() - started}
+        curves = {}
+        for spec in args.pirate_defences:
+            spec = thief_comdefend if spec == "comdefend" else spec
+            cleaned = like(train_sub, purify(spec, train_sub.images))
+            curves[spec] = pirate(args.pirate_arch, cleaned, test_sub, args.epochs, seed=1)
+            print("originals", spec, curves[spec], flush=True)
+        result = {"test_time": rows, "pirate": curves, "wall_s": time.time() - started}
         originals_path.write_text(json.dumps(result | {"machine": machine()}, indent=1))
         print("originals", json.dumps(result), flush=True)
 
@@ -173,7 +184,11 @@ def main() -> None:
             continue
         started = time.time()
         config = ProtectorTrainingConfig(
-            steps=args.steps, target_psnr=args.target_psnr, **table[name]
+            steps=args.steps,
+            target_psnr=args.target_psnr,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            **table[name],
         )
         torch.manual_seed(0)
         raeg = RAEG.from_preset("cpu-32")
@@ -205,6 +220,10 @@ def main() -> None:
             "recipe": name,
             "overrides": dict(table[name]),
             "steps": args.steps,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "targets": args.targets,
+            "unseen": [name for name in args.unseen if (args.prep / name).is_dir()],
             "quality": quality,
             "test_time": rows,
             "pirate": curves,
