@@ -18,13 +18,18 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/invprotect demo
 
+# One worker per core (at most 4), each on one thread; a module's tests stay on one worker,
+# so its trained fixtures are built once.
+PYTEST := $(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadscope
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The same tests on another CPU's code paths (AVX2 kernels of ATen and oneDNN, as on a
-# machine without AVX-512): shows whether a test depends on the machine.
+# machine without AVX-512): shows whether a test depends on the machine. The cross-machine
+# test is left out: it sets the code paths of its own subprocesses and ran in `make test`.
 test-avx2: $(STAMP)
-	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(BIN)/python -m pytest -q
+	ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 $(PYTEST) -m "not cross_machine"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
