@@ -42,7 +42,6 @@ import torch
 from PIL import Image
 
 from invprotect.checkpoint import atomic_write_bytes, remove_stale_temporaries
-from invprotect.filecodec import FileCodec, file_codec
 from invprotect.imageio import (
     IMAGE_SUFFIXES,
     BadImageError,
@@ -449,7 +448,8 @@ def protect_tree(
 ) -> TreeReport:
     """Protect every image under ``src`` into ``dst`` (PNG with a sealed recovery record).
 
-    ``protector`` is a `RAEG` or a baseline (`RAE`, `RIT`; see `invprotect.filecodec`).
+    ``protector`` is any `Protector` (`RAEG`, or a baseline `RAE` or `RIT`); its
+    `Protector.encode` makes the pixels and record bytes of each file.
 
     Raises:
         ValueError: If ``src`` does not exist or the manifest cannot be read.
@@ -460,8 +460,7 @@ def protect_tree(
     scan = scan_tree(src, dst)
     report = TreeReport(failed=list(scan.failed), skipped_files=list(scan.skipped))
     report.warnings += [f"{relative}: {note}" for relative, note in scan.linked]
-    codec = file_codec(protector)
-    keys = codec.keys
+    keys = protector.keys
     manifest_path = root / MANIFEST
     if manifest_path.is_symlink() or (manifest_path.exists() and not manifest_path.is_file()):
         raise DestinationError(f"{manifest_path} is a link or not a file; refusing to write it")
@@ -498,7 +497,7 @@ def protect_tree(
                     report.failed.append((job.relative, unsafe))
                     continue
                 todo.append((job, source, mac))
-            _protect_batch(codec, keys, todo, root, manifest_path, report)
+            _protect_batch(protector, keys, todo, root, manifest_path, report)
             if progress is not None:
                 progress(len(batch))
         if redone:
@@ -522,7 +521,7 @@ def _unfinished(entry: dict, job: Job, root: Path, keys: RecordKeys, mac: str) -
 
 
 def _protect_batch(
-    codec: FileCodec,
+    protector: Protector,
     keys: RecordKeys,
     todo: list[tuple[Job, SourceImage, str]],
     root: Path,
@@ -533,10 +532,10 @@ def _protect_batch(
     groups: dict[tuple[int, int], list[tuple[Job, SourceImage, torch.Tensor]]] = {}
     macs = {job.relative: mac for job, _, mac in todo}
     for job, source, _ in todo:
-        padded = _pad(source.rgb, codec.side_multiple)
+        padded = _pad(source.rgb, protector.side_multiple)
         groups.setdefault(tuple(padded.shape[-2:]), []).append((job, source, padded))
     for whole_group in groups.values():
-        group, protected, residuals = _encode(codec, whole_group, report)
+        group, protected, residuals = _encode(protector, whole_group, report)
         for (job, source, _), image, residual in zip(group, protected, residuals, strict=True):
             height, width = source.rgb.shape[-2:]
             record = RecoveryRecord(
@@ -579,11 +578,13 @@ def _protect_batch(
 
 
 def _encode(
-    codec: FileCodec, group: list[tuple[Job, SourceImage, torch.Tensor]], report: TreeReport
+    protector: Protector,
+    group: list[tuple[Job, SourceImage, torch.Tensor]],
+    report: TreeReport,
 ) -> tuple[list[tuple[Job, SourceImage, torch.Tensor]], list[torch.Tensor], list[bytes]]:
     """Protect one group of equal size; when that fails, one image at a time, to name it."""
     try:
-        protected, residuals = codec.encode(torch.stack([padded for _, _, padded in group]))
+        protected, residuals = protector.encode(torch.stack([padded for _, _, padded in group]))
         return group, list(protected), residuals
     except ValueError as error:
         if len(group) == 1:
@@ -592,7 +593,7 @@ def _encode(
     kept, images, records = [], [], []
     for item in group:
         try:
-            protected, residuals = codec.encode(item[2][None])
+            protected, residuals = protector.encode(item[2][None])
         except ValueError as error:  # e.g. an image too small to hold a baseline's data
             report.failed.append((item[0].relative, str(error)))
             continue
@@ -634,14 +635,13 @@ def recover_tree(
         for entry in expected.values()
         if isinstance(entry.get("output"), str)
     }
-    codec = file_codec(protector)
-    keys = codec.keys
+    keys = protector.keys
     with _destination(root, report):
         for batch in _batches(scan.jobs, batch_size):
             opened = []
             for job in batch:
                 try:
-                    item = _open_protected(job, keys, codec.side_multiple)
+                    item = _open_protected(job, keys, protector.side_multiple)
                 except (BadImageError, BadRecordError) as error:
                     report.failed.append((job.relative, str(error)))
                     continue
@@ -658,15 +658,15 @@ def recover_tree(
                         "recovered again"
                     )
                 opened.append(item)
-            context = _Context(codec, keys, expected_by_output, report)
+            context = _Context(protector, keys, expected_by_output, report)
             for group in _same_shape([item for item in opened if item.exact]):
-                for item, pixels, promised in _decode(codec, group, report):
+                for item, pixels, promised in _decode(protector, group, report):
                     _finish_exact(item, pixels, promised, context)
             altered = [item for item in opened if not item.exact]
             report.altered.extend(item.job.relative for item in altered)
-            for group in _same_shape(altered, pad_to=codec.side_multiple):
-                padded = torch.stack([_pad(item.rgb, codec.side_multiple) for item in group])
-                for item, image in zip(group, codec.approximate(padded), strict=True):
+            for group in _same_shape(altered, pad_to=protector.side_multiple):
+                padded = torch.stack([_pad(item.rgb, protector.side_multiple) for item in group])
+                for item, image in zip(group, protector.approximate(padded), strict=True):
                     _finish_altered(item, image, context)
             if progress is not None:
                 progress(len(batch))
@@ -692,7 +692,7 @@ class _Protected:
 class _Context:
     """What finishing one recovered file needs."""
 
-    codec: FileCodec
+    protector: Protector
     keys: RecordKeys
     expected_by_output: dict[str, dict]
     report: TreeReport
@@ -750,11 +750,11 @@ def _already_recovered(path: Path, item: _Protected, keys: RecordKeys) -> bool:
 
 
 def _decode(
-    codec: FileCodec, group: list[_Protected], report: TreeReport
+    protector: Protector, group: list[_Protected], report: TreeReport
 ) -> list[tuple[_Protected, torch.Tensor, bool]]:
     """Restore one group of equal size; when that fails, one image at a time, to name it."""
     try:
-        restored, promised = codec.decode(
+        restored, promised = protector.decode(
             torch.stack([item.rgb for item in group]),
             [item.record.residual for item in group if item.record is not None],
         )
@@ -765,7 +765,7 @@ def _decode(
             return []
     results = []
     for item in group:
-        results.extend(_decode(codec, [item], report))
+        results.extend(_decode(protector, [item], report))
     return results
 
 

@@ -1,7 +1,8 @@
 """Any protector from what a user types: a checkpoint directory or a baseline's name.
 
-``--protector`` of the command line accepts a saved `RAEG` (the key), a saved `RAE` or
-`RIT`, or the registered name of a baseline (``rae-igsm``, ``rae-cw``, ``rit-igsm``).
+``--protector`` of the command line accepts a saved protector of any registered format
+(`invprotect.models.protector.PROTECTORS`: a saved `RAEG`, the key, or a saved `RAE` or
+`RIT`), or the registered name of a baseline (``rae-igsm``, ``rae-cw``, ``rit-igsm``).
 A baseline attacks target classifiers to protect, so protecting with one needs their
 checkpoints; recovering needs none (the baselines keep nothing secret).
 """
@@ -13,10 +14,10 @@ from pathlib import Path
 
 import torch
 
-from invprotect.baselines import RAE, RIT, create_baseline, is_baseline, list_baselines
+import invprotect.models  # noqa: F401  (registers RAEG)
+from invprotect.baselines import create_baseline, is_baseline, list_baselines
 from invprotect.checkpoint import CheckpointError, load_checkpoint
-from invprotect.models import RAEG
-from invprotect.models.protector import Protector
+from invprotect.models.protector import PROTECTORS, Protector
 from invprotect.targets import Classifier, Ensemble
 
 __all__ = ["load_protector"]
@@ -29,8 +30,11 @@ def load_protector(
 ) -> Protector:
     """The protector named by ``spec``.
 
+    A checkpoint is read once; the class registered for its ``format`` builds the
+    protector (`invprotect.models.protector.Protector.from_checkpoint`).
+
     Args:
-        spec: A checkpoint directory (`RAEG`, `RAE` or `RIT`) or a baseline's name.
+        spec: A protector checkpoint directory or a baseline's name.
         device: Where to compute (default: the CPU).
         targets: Classifier checkpoints a baseline attacks when protecting (their
             ensemble); ignored for `RAEG`, which was trained against its targets.
@@ -47,17 +51,15 @@ def load_protector(
             f"{spec} is neither a protector checkpoint nor a baseline "
             f"({', '.join(list_baselines())})"
         )
-    _, settings = load_checkpoint(path)  # refuses pickles and incomplete checkpoints
+    tensors, settings = load_checkpoint(path)  # refuses pickles and incomplete checkpoints
     kind = settings.get("format")
-    if kind == "invprotect.raeg/1":
-        return RAEG.load(path, device)  # checks its config field by field
-    if kind not in ("invprotect.rae/1", "invprotect.rit/1"):
+    if not isinstance(kind, str) or kind not in PROTECTORS:
         raise CheckpointError(f"{path} is not a protector checkpoint (format {kind!r})")
-    ensemble = _ensemble(targets, device)
-    try:
-        return RAE.load(path, ensemble) if kind == "invprotect.rae/1" else RIT.load(path, ensemble)
-    except (KeyError, TypeError) as error:  # a hand-edited config.json: a key missing or wrong
-        raise CheckpointError(f"{path}/config.json is malformed: {error!r}") from None
+    cls = PROTECTORS.get(kind)
+    protector = cls.from_checkpoint(tensors, settings, device, path)
+    if cls.attacks_targets:
+        protector.use_targets(_ensemble(targets, device))
+    return protector
 
 
 def _ensemble(targets: Sequence[str | Path], device: torch.device) -> Ensemble | None:

@@ -92,6 +92,7 @@ PUBLIC_API = {
         "resize",
     ],
     "invprotect.baselines": [
+        "EmbeddingProtector",
         "RAE",
         "RAE_ATTACKS",
         "RIT",
@@ -157,8 +158,13 @@ PUBLIC_API = {
         "write_report",
     ],
     "invprotect.metrics": ["psnr", "ssim"],
-    "invprotect.filecodec": ["EmbeddedCodec", "FileCodec", "NetworkCodec", "file_codec"],
     "invprotect.protectors": ["load_protector"],
+    "invprotect.models.protector": [
+        "PROTECTORS",
+        "Protector",
+        "list_protector_formats",
+        "register_protector",
+    ],
     "invprotect.rdh": ["CapacityError", "MAGIC", "capacity", "capacity_bpp", "embed", "extract"],
     "invprotect.models": ["RAEG", "RAEG_PRESETS", "Discriminator", "Protector", "RAEGConfig"],
     "invprotect.training": [

@@ -13,7 +13,6 @@ from typer.testing import CliRunner
 from invprotect.baselines import RAE, RIT, create_baseline
 from invprotect.checkpoint import CheckpointError
 from invprotect.cli import app
-from invprotect.filecodec import EmbeddedCodec, NetworkCodec, file_codec
 from invprotect.folders import MANIFEST, protect_tree, read_manifest, recover_tree
 from invprotect.imageio import pixel_digest
 from invprotect.models import RAEG
@@ -96,13 +95,11 @@ def test_an_image_too_small_for_the_hidden_data_fails_alone(
     assert "capacity" in report.failed[0][1] or "fit" in report.failed[0][1]
 
 
-def test_file_codec_and_loader_pick_each_kind(target_dir: Path, tmp_path: Path) -> None:
+def test_loader_picks_each_kind(target_dir: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     raeg = RAEG.from_preset("cpu-32", generator={"levels": 2, "blocks_per_level": 1})
     raeg.save(tmp_path / "raeg")
     create_baseline("rit-igsm", None).save(tmp_path / "rit")
-    assert isinstance(file_codec(raeg), NetworkCodec)
-    assert isinstance(file_codec(RAE(None)), EmbeddedCodec)
     assert isinstance(load_protector(tmp_path / "raeg"), RAEG)
     assert isinstance(load_protector(str(tmp_path / "rit")), RIT)
     protector = load_protector("rae-cw", targets=[target_dir])
@@ -114,10 +111,8 @@ def test_file_codec_and_loader_pick_each_kind(target_dir: Path, tmp_path: Path) 
         load_protector(target_dir)  # a classifier is not a protector
     with pytest.raises(CheckpointError, match="cannot load the classifier"):
         load_protector("rit-igsm", targets=[tmp_path / "missing"])
-    with pytest.raises(TypeError, match="no file codec"):
-        file_codec(object())  # type: ignore[arg-type]
-    assert file_codec(RAE(None)).key == file_codec(RAE(None, "cw")).key  # needs no settings
-    assert file_codec(RAE(None)).key != file_codec(RIT(None)).key
+    assert RAE(None).key_id == RAE(None, "cw").key_id  # needs no settings
+    assert RAE(None).key_id != RIT(None).key_id
 
 
 def test_cli_protects_and_recovers_with_a_baseline_name(

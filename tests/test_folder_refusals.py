@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from invprotect.filecodec import file_codec
 from invprotect.folders import (
     LOCK_FILE,
     MANIFEST,
@@ -99,7 +98,7 @@ def test_a_corrupt_file_fails_alone(raeg: RAEG, tmp_path: Path) -> None:
     def flip(body: bytes) -> bytes:
         return body[:-5] + bytes([body[-5] ^ 1]) + body[-4:]
 
-    keys = file_codec(raeg).keys
+    keys = raeg.keys
 
     def wrong_length(body: bytes) -> bytes:  # sealed correctly: only decoding can tell
         record = RecoveryRecord.open(body, keys)

@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from invprotect.filecodec import file_codec
 from invprotect.folders import MANIFEST, protect_tree, read_manifest, recover_tree
 from invprotect.imageio import pixel_digest
 from invprotect.models import RAEG
@@ -54,7 +53,7 @@ def test_round_trip_through_png_files_is_bit_exact(
     assert len(entries) == 8 and all(e["psnr"] > 5 for e in entries.values())
     back = recover_tree(tmp_path / "prt", tmp_path / "rec", raeg)
     assert back.ok and not back.altered and back.written == 8
-    keys = file_codec(raeg).keys
+    keys = raeg.keys
     for relative, entry in entries.items():
         original = Image.open(mixed_tree / relative)
         recovered = Image.open(tmp_path / "rec" / entry["output"])

@@ -16,7 +16,6 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from invprotect.baselines import RAE
-from invprotect.filecodec import file_codec
 from invprotect.folders import MANIFEST, protect_tree, recover_tree
 from invprotect.imageio import pixel_digest
 from invprotect.models import RAEG
@@ -182,12 +181,11 @@ def test_inflation_is_bounded_by_the_known_size(raeg: RAEG) -> None:
 
 
 def test_keys_are_derived_and_the_baselines_from_their_settings(raeg: RAEG) -> None:
-    codec = file_codec(raeg)
-    material = codec._key_material()
-    assert codec.key == codec.keys.key_id == RecordKeys.derive(material).key_id
-    assert codec.key != material.hex() and codec.keys.secret != material
-    assert file_codec(make_raeg(1)).key != codec.key
-    assert file_codec(RAE(None)).keys == file_codec(RAE(None)).keys  # no secret, but stable
+    material = raeg.key_material()
+    assert raeg.key_id == raeg.keys.key_id == RecordKeys.derive(material).key_id
+    assert raeg.key_id != material.hex() and raeg.keys.secret != material
+    assert make_raeg(1).key_id != raeg.key_id
+    assert RAE(None).keys == RAE(None).keys  # no secret, but stable
 
 
 def _palette_with_duplicates() -> Image.Image:
@@ -256,11 +254,10 @@ def test_records_of_version_1_are_still_recovered_with_their_key(
     rng = np.random.default_rng(3)
     Image.fromarray(rng.integers(0, 256, (12, 20, 3), dtype=np.uint8)).save(src / "photo.png")
     protect_tree(src, tmp_path / "prt", raeg)
-    codec = file_codec(raeg)
     for name in ("palette.png", "photo.png"):  # rewrite as the previous release wrote them
         path = tmp_path / "prt" / name
         chunks = list(iter_chunks(path.read_bytes()))
-        record = RecoveryRecord.open(dict(chunks)[RECORD_CHUNK], codec.keys)
+        record = RecoveryRecord.open(dict(chunks)[RECORD_CHUNK], raeg.keys)
         extra = dict(record.extra)
         if "indices" in extra:
             extra["indices"] = base64.b64encode(
@@ -272,7 +269,7 @@ def test_records_of_version_1_are_still_recovered_with_their_key(
             "width": record.width,
             "original_sha256": pixel_digest(Image.open(src / name)),
             "protected_sha256": record.protected_sha256,
-            "protector_sha256": codec._key_material().hex(),
+            "protector_sha256": raeg.key_material().hex(),
             "extra": extra,
         }
         text = json.dumps(header, sort_keys=True).encode()
@@ -291,7 +288,7 @@ def test_records_of_version_1_are_still_recovered_with_their_key(
         read_header(b"IPR1\x00\x00\x00\x02{}", "old.png")
     for bad in (b"IPR1", b"IPR1\x00\x00\x00\x02{}", b"IPR1\x00\x00\x00\x02[]"):
         with pytest.raises(BadRecordError, match=r"old\.png"):
-            RecoveryRecord.open(bad, codec.keys, "old.png")
+            RecoveryRecord.open(bad, raeg.keys, "old.png")
 
 
 def test_recovered_metadata_matches_the_original_file(raeg: RAEG, tmp_path: Path) -> None:

@@ -2,9 +2,10 @@
 
 `RAE` (Liu et al. 2018) hides the adversarial perturbation in the adversarial image;
 `RIT` (Yin et al. 2019) transforms the original towards its adversarial image and hides
-the side information. Both use `invprotect.rdh` and the white-box attacks of
-`invprotect.baselines.adversarial`, and follow the `invprotect.models.Protector`
-contract. Neither has a secret: recovery needs only the scheme, not the model.
+the side information. Both share `invprotect.baselines.embedding.EmbeddingProtector`
+(the white-box attacks of `invprotect.baselines.adversarial`, then `invprotect.rdh`),
+which follows the `invprotect.models.Protector` contract. Neither has a secret:
+recovery needs only the scheme, not the model.
 
 The registry builds them by name from a target model:
 
@@ -20,7 +21,8 @@ from typing import Any
 
 from invprotect._registry import Registry
 from invprotect.baselines.adversarial import Model, carlini_wagner_l2, igsm
-from invprotect.baselines.rae import RAE, RAE_ATTACKS, RecoveryStatus
+from invprotect.baselines.embedding import EmbeddingProtector, RecoveryStatus
+from invprotect.baselines.rae import RAE, RAE_ATTACKS
 from invprotect.baselines.rit import RIT, rit_restore, rit_transform
 from invprotect.models.protector import Protector
 
@@ -28,6 +30,7 @@ __all__ = [
     "RAE",
     "RAE_ATTACKS",
     "RIT",
+    "EmbeddingProtector",
     "RecoveryStatus",
     "carlini_wagner_l2",
     "create_baseline",

@@ -31,50 +31,33 @@ is the key).
 
 from __future__ import annotations
 
-import enum
 import inspect
+import math
 import struct
-import zlib
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from invprotect.baselines.adversarial import Model, carlini_wagner_l2, check_images, igsm
-from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from invprotect.models.protector import Protector
-from invprotect.rdh import CapacityError, capacity, embed, extract
+from invprotect.baselines.adversarial import igsm
+from invprotect.baselines.embedding import (
+    ATTACKS,
+    EmbeddingProtector,
+    RecoveryStatus,
+    deflate,
+    inflate,
+)
+from invprotect.models.protector import register_protector
+from invprotect.rdh import CapacityError, capacity, embed
 
-__all__ = ["RAE", "RAE_ATTACKS", "RecoveryStatus"]
+__all__ = ["RAE", "RAE_ATTACKS"]
 
-_FORMAT = "invprotect.rae/1"
 _VERSION = 1
 _HEADER = struct.Struct("<BBBB")
 _QUANT_STEPS = (1, 2, 4)
 _MAX_FACTOR = 128  # stored in one byte
 
-AttackName = Literal["igsm", "cw"]
-RAE_ATTACKS: dict[str, Callable[..., Tensor]] = {"igsm": igsm, "cw": carlini_wagner_l2}
+RAE_ATTACKS = ATTACKS
 """The attacks RAE can use, by name: ``igsm`` and ``cw`` (Carlini-Wagner L2)."""
-
-
-class RecoveryStatus(enum.Enum):
-    """What the recovery of one image achieved.
-
-    Attributes:
-        EXACT: The original, bit for bit.
-        APPROXIMATE: An estimate: the stored side information was reduced to fit.
-        FAILED: No valid embedding was found (the image was altered after protection, or
-            never protected); the image is returned unchanged.
-    """
-
-    EXACT = "exact"
-    APPROXIMATE = "approximate"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True)
@@ -83,60 +66,6 @@ class _Encoding:
 
     payload: bytes
     squared_error: int
-
-
-def _deflate(data: bytes) -> bytes:
-    """Raw DEFLATE (zlib level 9, no zlib header or checksum: the RDH layer has a CRC)."""
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
-    return compressor.compress(data) + compressor.flush()
-
-
-def _inflate(data: bytes) -> bytes:
-    """Inverse of `_deflate`.
-
-    Raises:
-        ValueError: If ``data`` is not a complete raw DEFLATE stream.
-    """
-    decompressor = zlib.decompressobj(-15)
-    try:
-        out = decompressor.decompress(data) + decompressor.flush()
-    except zlib.error as error:
-        raise ValueError(f"corrupt DEFLATE stream: {error}") from None
-    if not decompressor.eof:
-        raise ValueError("truncated DEFLATE stream")
-    return out
-
-
-def _uint8_hwc(images: Tensor) -> np.ndarray:
-    """``(B, 3, H, W)`` uint8 tensor to a C-contiguous ``(B, H, W, 3)`` array on the CPU."""
-    # C-contiguous: `invprotect.rdh` writes through ``reshape(-1)``, a copy for other layouts.
-    return np.ascontiguousarray(images.permute(0, 2, 3, 1).cpu().numpy())
-
-
-def _to_uint8_hwc(images: Tensor) -> np.ndarray:
-    """``(B, 3, H, W)`` float in ``[0, 1]`` to ``(B, H, W, 3)`` uint8 (rounded, on the CPU)."""
-    return _uint8_hwc(images.detach().clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8))
-
-
-def _from_uint8_hwc(images: np.ndarray, like: Tensor) -> Tensor:
-    """``(B, H, W, 3)`` uint8 to ``(B, 3, H, W)`` float in ``[0, 1]`` on ``like``'s device."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-    return tensor.to(device=like.device, dtype=like.dtype).div(255.0)
-
-
-def _check_uint8(images: Tensor, name: str = "images") -> None:
-    """Check a ``uint8`` RGB batch ``(B, 3, H, W)``.
-
-    Raises:
-        ValueError: For another dtype or shape.
-    """
-    if not isinstance(images, Tensor) or images.dtype != torch.uint8:
-        kind = images.dtype if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"{name} must be a torch.uint8 tensor, got {kind}")
-    if images.ndim != 4 or images.shape[1] != 3 or images.numel() == 0:
-        raise ValueError(
-            f"{name} must have shape (B, 3, H, W) with B >= 1 (RGB), got {tuple(images.shape)}"
-        )
 
 
 def _block_means(d: np.ndarray, factor: int) -> np.ndarray:
@@ -157,7 +86,7 @@ def _encode(small: np.ndarray, factor: int, step: int) -> bytes:
     wide = small.min() < -128 or small.max() > 127
     values = small.astype("<i2" if wide else np.int8)
     header = _HEADER.pack(_VERSION, factor, step, 2 if wide else 1)
-    return header + _deflate(values.tobytes())
+    return header + deflate(values.tobytes())
 
 
 def _candidates(original: np.ndarray, adversarial: np.ndarray) -> list[_Encoding]:
@@ -192,7 +121,7 @@ def _decode(payload: bytes, cover: np.ndarray) -> tuple[np.ndarray, bool]:
         return cover.copy(), False
     height, width, channels = cover.shape
     shape = (-(-height // factor), -(-width // factor), channels)
-    values = np.frombuffer(_inflate(payload[_HEADER.size :]), "<i2" if kind == 2 else np.int8)
+    values = np.frombuffer(inflate(payload[_HEADER.size :]), "<i2" if kind == 2 else np.int8)
     if values.size != int(np.prod(shape)):
         raise ValueError(f"the stored perturbation has {values.size} values, expected {shape}")
     small = values.astype(np.int64).reshape(shape)
@@ -203,7 +132,8 @@ def _decode(payload: bytes, cover: np.ndarray) -> tuple[np.ndarray, bool]:
     return np.clip(restored, 0, 255).astype(np.uint8), exact
 
 
-class RAE(Protector):
+@register_protector("invprotect.rae/1")
+class RAE(EmbeddingProtector):
     """Reversible adversarial examples: the adversarial image carries its own perturbation.
 
     ``protect`` attacks the model, then hides ``D = I - A`` in ``A`` with reversible data
@@ -222,6 +152,7 @@ class RAE(Protector):
         ValueError: For an unknown attack or parameter.
 
     Example:
+        >>> import torch
         >>> from invprotect.targets import Classifier
         >>> model = Classifier("mobilenet_small", [str(k) for k in range(10)]).eval()
         >>> rae = RAE(model, "igsm", {"epsilon": 2 / 255, "steps": 2})
@@ -231,185 +162,39 @@ class RAE(Protector):
         True
     """
 
-    def __init__(
-        self,
-        model: Model | None,
-        attack: AttackName = "igsm",
-        attack_params: Mapping[str, Any] | None = None,
-    ) -> None:
-        self.model = model
-        self.attack = attack
-        self.attack_params = _check_attack(attack, attack_params)
+    @property
+    def recovery_error_bound(self) -> float:
+        """The IGSM radius in 8-bit levels (``math.inf`` with C&W, which has none).
 
-    def labels(self, images: Tensor) -> Tensor:
-        """The labels the attack moves away from: the model's predictions on ``images``."""
-        model = self._require_model()
-        with torch.no_grad():
-            return model(images).argmax(1)
-
-    def adversarial(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        """The adversarial images ``A`` (before embedding), on the 8-bit grid.
-
-        Args:
-            images: ``(B, 3, H, W)`` float in ``[0, 1]`` on the 8-bit grid.
-            labels: ``(B,)`` classes to move away from; default: the model's predictions.
+        A reduced perturbation is chosen only when its recovery's squared error is at most
+        that of the adversarial image itself, which IGSM keeps within its radius.
         """
-        check_images(images, on_grid=True)
-        labels = self.labels(images) if labels is None else labels
-        return RAE_ATTACKS[self.attack](self._require_model(), images, labels, **self.attack_params)
+        if self.attack != "igsm":
+            return math.inf
+        epsilon = self.attack_params.get("epsilon", _IGSM_EPSILON)
+        return float(epsilon) * 255.0
 
-    def protect(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Protected images: the adversarial images with their perturbation embedded.
-
-        Args:
-            images: ``(B, 3, H, W)`` float in ``[0, 1]`` on the 8-bit grid (8-bit originals).
-            labels: ``(B,)`` classes to move away from; default: the model's predictions.
-
-        Returns:
-            ``(B, 3, H, W)`` float on the 8-bit grid, on the images' device.
+    def hide(self, original: np.ndarray, adversarial: np.ndarray, index: int) -> np.ndarray:
+        """Embed the best stored form of ``original - adversarial`` that fits in ``adversarial``.
 
         Raises:
-            ValueError: For images of the wrong shape or range, or off the 8-bit grid.
-            CapacityError: If an image cannot carry even the payload header.
-            RuntimeError: If the protector has no model.
+            CapacityError: If the image cannot carry even the RAE header.
         """
-        adversarial = self.adversarial(images, labels)
-        originals, covers = _to_uint8_hwc(images), _to_uint8_hwc(adversarial)
-        pairs = enumerate(zip(originals, covers, strict=True))
-        marked = np.stack([_embed_best(o, a, index) for index, (o, a) in pairs])
-        return _from_uint8_hwc(marked, images)
-
-    def recover(self, images: Tensor) -> Tensor:
-        """The originals (exact when `RecoveryStatus.EXACT`) from protected images.
-
-        Images are rounded to the 8-bit grid first; one without a valid embedding (altered,
-        or never protected) is returned as it is. See `recover_uint8` for the status.
-
-        Args:
-            images: ``(B, 3, H, W)`` float in ``[0, 1]``.
-
-        Raises:
-            ValueError: For images of the wrong shape or range.
-        """
-        check_images(images)
-        return _recover_float(images, _decode)
-
-    def protect_uint8(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        """`protect` for ``uint8`` images ``(B, 3, H, W)``; returns ``uint8``."""
-        _check_uint8(images)
-        return self.protect(images.float().div(255.0), labels).mul(255.0).round().byte()
-
-    def recover_uint8(self, images: Tensor) -> tuple[Tensor, list[RecoveryStatus]]:
-        """Recover ``uint8`` images ``(B, 3, H, W)``; also return what each recovery achieved.
-
-        Returns:
-            ``(restored, statuses)``: ``uint8`` images (an image whose status is
-            `RecoveryStatus.FAILED` is returned unchanged) and one status per image.
-        """
-        _check_uint8(images)
-        restored, statuses = _recover_all(_uint8_hwc(images), _decode)
-        out = torch.from_numpy(restored).permute(0, 3, 1, 2).to(images.device)
-        return out.contiguous(), statuses
-
-    def config(self) -> dict[str, Any]:
-        """The JSON sidecar: format, attack name and parameters."""
-        return {"format": _FORMAT, "attack": self.attack, "attack_params": self.attack_params}
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``config.json`` (and an empty ``weights.safetensors``) to the directory ``path``.
-
-        The model is not saved: RAE has no secret, and recovery does not need it.
-        """
-        return save_checkpoint(path, {}, self.config())
-
-    @classmethod
-    def load(cls, path: str | Path, model: Model | None = None) -> RAE:
-        """Load a protector saved by `save`; pass ``model`` to protect with it.
-
-        Raises:
-            CheckpointError: If ``path`` is not an RAE checkpoint.
-        """
-        settings = _settings_of(path, _FORMAT, "RAE")
-        try:
-            return cls(model, settings["attack"], settings.get("attack_params"))
-        except (KeyError, ValueError) as error:
-            raise CheckpointError(f"{path}: invalid RAE settings: {error}") from None
-
-    def _require_model(self) -> Model:
-        if self.model is None:
-            raise RuntimeError(
-                "this protector has no model, so it can only recover; "
-                "pass the target classifier (or ensemble) to protect"
+        room = capacity(adversarial)
+        candidates = _candidates(original, adversarial)
+        if 8 * len(candidates[0].payload) <= room:
+            return embed(adversarial, candidates[0].payload)
+        fitting = [c for c in candidates if 8 * len(c.payload) <= room]
+        if not fitting:
+            raise CapacityError(
+                f"image {index} cannot carry even the {8 * _HEADER.size}-bit RAE header "
+                f"(capacity {room} bits: too noisy or too small for reversible data hiding)"
             )
-        return self.model
+        return embed(adversarial, min(fitting, key=lambda c: c.squared_error).payload)
+
+    def reveal(self, payload: bytes, cover: np.ndarray) -> tuple[np.ndarray, bool]:
+        """The recovered image and whether it is exact (see `invprotect.baselines.rae`)."""
+        return _decode(payload, cover)
 
 
-def _settings_of(path: str | Path, expected_format: str, method: str) -> dict[str, Any]:
-    """The JSON settings of a baseline checkpoint, refused unless of ``expected_format``."""
-    _, settings = load_checkpoint(path)
-    if settings.get("format") != expected_format:
-        raise CheckpointError(
-            f"{path} is not an {method} protector (format {settings.get('format')!r})"
-        )
-    return settings
-
-
-def _check_attack(attack: str, params: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Validate an attack name and its keyword arguments; return them as a JSON-ready dict."""
-    if attack not in RAE_ATTACKS:
-        raise ValueError(f"unknown attack {attack!r}; choose one of {sorted(RAE_ATTACKS)}")
-    allowed = list(inspect.signature(RAE_ATTACKS[attack]).parameters)[3:]
-    values = dict(params or {})
-    unknown = sorted(set(values) - set(allowed))
-    if unknown:
-        raise ValueError(f"unknown {attack} parameters {unknown}; allowed: {allowed}")
-    return values
-
-
-def _embed_best(original: np.ndarray, adversarial: np.ndarray, index: int) -> np.ndarray:
-    """Embed the best stored form of ``original - adversarial`` that fits in ``adversarial``."""
-    room = capacity(adversarial)
-    candidates = _candidates(original, adversarial)
-    if 8 * len(candidates[0].payload) <= room:
-        return embed(adversarial, candidates[0].payload)
-    fitting = [c for c in candidates if 8 * len(c.payload) <= room]
-    if not fitting:
-        raise CapacityError(
-            f"image {index} cannot carry even the {8 * _HEADER.size}-bit RAE header "
-            f"(capacity {room} bits: too noisy or too small for reversible data hiding)"
-        )
-    return embed(adversarial, min(fitting, key=lambda c: c.squared_error).payload)
-
-
-def _recover_all(
-    marked: np.ndarray, decode: Callable[[bytes, np.ndarray], tuple[np.ndarray, bool]]
-) -> tuple[np.ndarray, list[RecoveryStatus]]:
-    """Extract and decode every image of ``marked`` (``(B, H, W, C)`` uint8).
-
-    ``decode(payload, cover)`` returns the restored image and whether it is exact, and
-    raises `ValueError` for a payload it cannot read.
-    """
-    restored, statuses = [], []
-    for image in marked:
-        try:
-            payload, cover = extract(image)
-            original, exact = decode(payload, cover)
-        except ValueError:
-            restored.append(image)
-            statuses.append(RecoveryStatus.FAILED)
-            continue
-        restored.append(original)
-        statuses.append(RecoveryStatus.EXACT if exact else RecoveryStatus.APPROXIMATE)
-    return np.stack(restored), statuses
-
-
-def _recover_float(
-    images: Tensor, decode: Callable[[bytes, np.ndarray], tuple[np.ndarray, bool]]
-) -> Tensor:
-    """`_recover_all` for float images; a failed image is returned exactly as given."""
-    restored, statuses = _recover_all(_to_uint8_hwc(images), decode)
-    out = _from_uint8_hwc(restored, images)
-    failed = [index for index, status in enumerate(statuses) if status is RecoveryStatus.FAILED]
-    if failed:
-        out[failed] = images[failed].detach()
-    return out
+_IGSM_EPSILON: float = inspect.signature(igsm).parameters["epsilon"].default

@@ -50,36 +50,17 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from invprotect.baselines.adversarial import Model, check_images
-from invprotect.baselines.rae import (
-    RAE_ATTACKS,
-    AttackName,
-    RecoveryStatus,
-    _check_attack,
-    _check_uint8,
-    _deflate,
-    _from_uint8_hwc,
-    _inflate,
-    _recover_all,
-    _recover_float,
-    _settings_of,
-    _to_uint8_hwc,
-    _uint8_hwc,
-)
-from invprotect.checkpoint import CheckpointError, save_checkpoint
-from invprotect.models.protector import Protector
+from invprotect.baselines.adversarial import Model
+from invprotect.baselines.embedding import AttackName, EmbeddingProtector, deflate, inflate
+from invprotect.models.protector import register_protector
 from invprotect.rdh import CapacityError, capacity, embed
 
 __all__ = ["RIT", "rit_restore", "rit_transform"]
 
-_FORMAT = "invprotect.rit/1"
 _VERSION = 1
 _HEADER = struct.Struct("<BB")
 
@@ -191,7 +172,7 @@ def rit_transform(
     source, goal = _as_blocks(original, block_size), _as_blocks(target, block_size)
     count = len(source)
     if count == 0:  # the image is smaller than one block: nothing to transform
-        return original.copy(), _HEADER.pack(_VERSION, block_size) + _deflate(b"")
+        return original.copy(), _HEADER.pack(_VERSION, block_size) + deflate(b"")
     groups = count if classes is None else min(classes, count)
     from_class, to_class = _classes(_spread(source), groups), _classes(_spread(goal), groups)
     # Classes have equal sizes in both images: the k-th block of one image in (class, scan)
@@ -209,7 +190,7 @@ def rit_transform(
     transformed = _from_blocks(blocks, original).astype(np.uint8)
     offsets = _pack(pairing - np.arange(count), _offset_bytes(count))
     side = np.concatenate([offsets, _pack(shift.T, 2), rotation.astype(np.uint8)])
-    return transformed, _HEADER.pack(_VERSION, block_size) + _deflate(side.tobytes())
+    return transformed, _HEADER.pack(_VERSION, block_size) + deflate(side.tobytes())
 
 
 def rit_restore(transformed: np.ndarray, side_info: bytes) -> np.ndarray:
@@ -230,7 +211,7 @@ def rit_restore(transformed: np.ndarray, side_info: bytes) -> np.ndarray:
         raise ValueError(f"not RIT side information (version {version}, block {block_size})")
     blocks = _as_blocks(transformed, block_size)
     count, channels = len(blocks), transformed.shape[2]
-    raw = np.frombuffer(_inflate(side_info[_HEADER.size :]), np.uint8)
+    raw = np.frombuffer(inflate(side_info[_HEADER.size :]), np.uint8)
     width = _offset_bytes(count)
     shifts_at, rotations_at = width * count, (width + 2 * channels) * count
     if raw.size != rotations_at + count:
@@ -251,7 +232,8 @@ def rit_restore(transformed: np.ndarray, side_info: bytes) -> np.ndarray:
     return _from_blocks(source, transformed).astype(np.uint8)
 
 
-class RIT(Protector):
+@register_protector("invprotect.rit/1")
+class RIT(EmbeddingProtector):
     """RIT protector: the original, block-transformed towards its adversarial image.
 
     ``protect`` attacks the model (IGSM by default) to get the target ``T``, transforms the
@@ -280,9 +262,7 @@ class RIT(Protector):
         block_sizes: Sequence[int] = (4, 8, 16),
         classes: int | None = None,
     ) -> None:
-        self.model = model
-        self.attack = attack
-        self.attack_params = _check_attack(attack, attack_params)
+        super().__init__(model, attack, attack_params)
         self.block_sizes = [int(size) for size in block_sizes]
         if not self.block_sizes or not all(1 <= size <= 255 for size in self.block_sizes):
             raise ValueError(f"block_sizes must be sides in 1..255, got {list(block_sizes)}")
@@ -290,113 +270,33 @@ class RIT(Protector):
             raise ValueError(f"classes must be >= 1 or None, got {classes}")
         self.classes = classes
 
-    def target(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        """The adversarial target images ``T``, on the 8-bit grid.
-
-        Args:
-            images: ``(B, 3, H, W)`` float in ``[0, 1]`` on the 8-bit grid.
-            labels: ``(B,)`` classes to move away from; default: the model's predictions.
-        """
-        check_images(images, on_grid=True)
-        model = self._require_model()
-        if labels is None:
-            with torch.no_grad():
-                labels = model(images).argmax(1)
-        return RAE_ATTACKS[self.attack](model, images, labels, **self.attack_params)
-
-    def protect(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        """Protected images: transformed towards the adversarial target, side info embedded.
-
-        Args:
-            images: ``(B, 3, H, W)`` float in ``[0, 1]`` on the 8-bit grid.
-            labels: ``(B,)`` classes to move away from; default: the model's predictions.
-
-        Returns:
-            ``(B, 3, H, W)`` float on the 8-bit grid, on the images' device.
-
-        Raises:
-            ValueError: For images of the wrong shape or range, or off the 8-bit grid.
-            CapacityError: If no block size leaves side information that fits.
-            RuntimeError: If the protector has no model.
-        """
-        targets = self.target(images, labels)
-        originals, goals = _to_uint8_hwc(images), _to_uint8_hwc(targets)
-        marked = [
-            self._embed(o, t, index)
-            for index, (o, t) in enumerate(zip(originals, goals, strict=True))
-        ]
-        return _from_uint8_hwc(np.stack(marked), images)
-
-    def recover(self, images: Tensor) -> Tensor:
-        """The originals from protected images (exact unless the embedding is invalid).
-
-        Images are rounded to the 8-bit grid first; one without a valid embedding is
-        returned as it is. See `recover_uint8` for the status.
-
-        Raises:
-            ValueError: For images of the wrong shape or range.
-        """
-        check_images(images)
-        return _recover_float(images, _decode)
-
-    def protect_uint8(self, images: Tensor, labels: Tensor | None = None) -> Tensor:
-        """`protect` for ``uint8`` images ``(B, 3, H, W)``; returns ``uint8``."""
-        _check_uint8(images)
-        return self.protect(images.float().div(255.0), labels).mul(255.0).round().byte()
-
-    def recover_uint8(self, images: Tensor) -> tuple[Tensor, list[RecoveryStatus]]:
-        """Recover ``uint8`` images ``(B, 3, H, W)``; also return what each recovery achieved.
-
-        Returns:
-            ``(restored, statuses)``: ``uint8`` images (unchanged where the status is
-            `RecoveryStatus.FAILED`) and one status per image (never ``APPROXIMATE``).
-        """
-        _check_uint8(images)
-        restored, statuses = _recover_all(_uint8_hwc(images), _decode)
-        return torch.from_numpy(restored).permute(0, 3, 1, 2).to(
-            images.device
-        ).contiguous(), statuses
+    @property
+    def recovery_error_bound(self) -> float:
+        """``0``: `rit_restore` undoes the transformation bit for bit."""
+        return 0.0
 
     def config(self) -> dict[str, Any]:
         """The JSON sidecar: format, attack, block sizes and classes."""
-        return {
-            "format": _FORMAT,
-            "attack": self.attack,
-            "attack_params": self.attack_params,
-            "block_sizes": self.block_sizes,
-            "classes": self.classes,
-        }
-
-    def save(self, path: str | Path) -> Path:
-        """Write ``config.json`` (and an empty ``weights.safetensors``) to the directory ``path``.
-
-        The model is not saved: RIT has no secret, and recovery does not need it.
-        """
-        return save_checkpoint(path, {}, self.config())
+        return {**super().config(), "block_sizes": self.block_sizes, "classes": self.classes}
 
     @classmethod
-    def load(cls, path: str | Path, model: Model | None = None) -> RIT:
-        """Load a protector saved by `save`; pass ``model`` to protect with it.
+    def arguments_of(cls, settings: dict[str, Any]) -> dict[str, Any]:
+        """See `EmbeddingProtector.arguments_of`; also ``block_sizes`` and ``classes``."""
+        return {
+            **super().arguments_of(settings),
+            "block_sizes": settings["block_sizes"],
+            "classes": settings.get("classes"),
+        }
+
+    def hide(self, original: np.ndarray, adversarial: np.ndarray, index: int) -> np.ndarray:
+        """Transform ``original`` towards ``adversarial`` at the first block size that fits.
 
         Raises:
-            CheckpointError: If ``path`` is not an RIT checkpoint.
+            CapacityError: If the side information fits at no block size.
         """
-        settings = _settings_of(path, _FORMAT, "RIT")
-        try:
-            return cls(
-                model,
-                settings["attack"],
-                settings.get("attack_params"),
-                settings["block_sizes"],
-                settings.get("classes"),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{path}: invalid RIT settings: {error}") from None
-
-    def _embed(self, original: np.ndarray, target: np.ndarray, index: int) -> np.ndarray:
         needed = []
         for size in self.block_sizes:
-            transformed, side = rit_transform(original, target, size, self.classes)
+            transformed, side = rit_transform(original, adversarial, size, self.classes)
             room = capacity(transformed)
             if 8 * len(side) <= room:
                 return embed(transformed, side)
@@ -405,14 +305,6 @@ class RIT(Protector):
             f"image {index}: the RIT side information fits at no block size ({'; '.join(needed)})"
         )
 
-    def _require_model(self) -> Model:
-        if self.model is None:
-            raise RuntimeError(
-                "this protector has no model, so it can only recover; "
-                "pass the target classifier (or ensemble) to protect"
-            )
-        return self.model
-
-
-def _decode(payload: bytes, cover: np.ndarray) -> tuple[np.ndarray, bool]:
-    return rit_restore(cover, payload), True
+    def reveal(self, payload: bytes, cover: np.ndarray) -> tuple[np.ndarray, bool]:
+        """`rit_restore`: always exact."""
+        return rit_restore(cover, payload), True

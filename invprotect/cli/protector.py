@@ -12,7 +12,6 @@ from rich.markup import escape
 
 from invprotect._registry import UnknownNameError
 from invprotect.attacks import AttackLayer
-from invprotect.baselines import RAE, RIT
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError
 from invprotect.cli.app import DeviceOption, ThreadsOption, app
 from invprotect.cli.paths import check_output_folder
@@ -59,7 +58,7 @@ def load_protector_option(
         protector = load_protector(spec, pick_device(device), targets or [])
     except (CheckpointError, ValueError) as error:
         raise fail(f"cannot load the protector {spec}: {error}") from None
-    if protecting and isinstance(protector, RAE | RIT) and protector.model is None:
+    if protecting and not protector.can_protect:
         raise fail(f"{spec} protects by attacking classifiers: pass them with --targets")
     return protector
 

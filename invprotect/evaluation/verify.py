@@ -43,7 +43,6 @@ from invprotect.defences import (
     sample_generators,
     to_8bit_grid,
 )
-from invprotect.filecodec import FileCodec, file_codec
 from invprotect.folders import paths_overlap, protect_tree, recover_tree
 from invprotect.imageio import open_image, pixel_digest, read_rgb
 from invprotect.metrics import psnr
@@ -270,14 +269,14 @@ class _Run:
     """What the measurements of one verification share."""
 
     models: dict[str, Classifier]
-    codec: FileCodec
+    protector: Protector
     originals: list[Tensor]
     labels: Tensor
     batch_size: int
 
     @property
     def device(self) -> torch.device:
-        return self.codec.device
+        return self.protector.device
 
     def batches(self, count: int) -> Iterator[list[int]]:
         return _groups(self.originals, range(count), self.batch_size)
@@ -327,7 +326,7 @@ def verify(
         ``dip_limit`` is 0), ``data``, ``targets`` and ``unseen`` (model names), ``classes``,
         ``files`` (relative paths, in measuring order), ``failed`` (``[relative path,
         reason]`` of files the pipeline refused), ``protector`` (its SHA-256 and
-        `invprotect.filecodec.FileCodec.describe`), ``config`` and ``wall_seconds``.
+        `invprotect.models.protector.Protector.describe`), ``config`` and ``wall_seconds``.
 
     Raises:
         ValueError: For a bad data folder, classes of a model that differ from the
@@ -382,8 +381,7 @@ def verify(
         for r in relatives
     ]
     labels = torch.tensor([label_of[r] for r in relatives])
-    codec = file_codec(protector)
-    run = _Run(models, codec, originals, labels, config.batch_size)
+    run = _Run(models, protector, originals, labels, config.batch_size)
     device = run.device
     sets = {"ori": originals, "prt": protected, "rev": recovered}
     predicted = {name: run.no_predictions(count) for name in sets}
@@ -427,7 +425,7 @@ def verify(
             "classes": list(test_index.classes),
             "files": relatives,
             "failed": [[relative, reason] for relative, reason in refused.items()],
-            "protector": {"sha256": codec.key} | codec.describe(),
+            "protector": {"sha256": protector.key_id} | protector.describe(),
             "config": {**asdict(config), "defences": list(config.defences)},
             "wall_seconds": time.perf_counter() - started,
         }
@@ -458,7 +456,7 @@ def _measure_defence(
         attacked = _defend(defence, _float(protected, batch, device), list(map(_png, keys)), seed)
         run.predict(on_protected, batch, attacked)
         run.predict(on_clean, batch, _defend(defence, reference, keys, seed))
-        back = _crop(_recover_attacked(run.codec, attacked).to(device), reference)
+        back = _crop(_recover_attacked(run.protector, attacked).to(device), reference)
         recovered_psnr[batch] = psnr(back, reference).clamp(max=PSNR_CAP).cpu()
         done += len(batch)
         progress(spec, done, count)
@@ -470,10 +468,10 @@ def _measure_defence(
     }
 
 
-def _recover_attacked(codec: FileCodec, attacked: Tensor) -> Tensor:
+def _recover_attacked(protector: Protector, attacked: Tensor) -> Tensor:
     """What the key holder recovers from defended protected images saved as 8-bit files."""
     pixels = to_8bit_grid(attacked).mul(255).round().to(torch.uint8).cpu()
-    return codec.approximate(pixels).float() / 255
+    return protector.approximate(pixels).float() / 255
 
 
 def sample_images(
@@ -511,13 +509,12 @@ def sample_images(
     specs = list(report["defences"])
     spec = next((s for s in specs if s.replace(" ", "") == "jpeg:quality=50"), None)
     spec = spec or (specs[0] if specs else None)
-    codec = file_codec(protector)
-    attacked = protected.to(codec.device)
+    attacked = protected.to(protector.device)
     if spec is not None:
-        defence = create_defence_from_spec(spec).to(codec.device).eval()
+        defence = create_defence_from_spec(spec).to(protector.device).eval()
         keys = [_png(r) for r in chosen]
         attacked = _defend(defence, attacked, keys, report["config"]["seed"])
-    back = _recover_attacked(codec, attacked)
+    back = _recover_attacked(protector, attacked)
     return {
         "original": originals,
         "protected": _crop(protected, originals),

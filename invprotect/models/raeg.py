@@ -3,12 +3,14 @@
 The generator is the U-shaped invertible network of `invprotect.blocks`: its forward
 pass turns an image into its protected version, its backward pass recovers the
 image. The discriminator (used only in training) judges originals against protected
-images. A saved RAEG holds the generator's weights: whoever has it can undo the
-protection, so it is the key and must be kept as such.
+images. A saved RAEG holds the generator's weights only (the training state keeps the
+discriminator): whoever has it can undo the protection, so it is the key and must be
+kept as such. Keys saved with their discriminator, as earlier versions did, still load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -24,12 +26,12 @@ from invprotect.blocks import (
     is_subnet,
     list_subnets,
 )
-from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from invprotect.checkpoint import CheckpointError, save_checkpoint
 from invprotect.models.discriminator import Discriminator
 from invprotect.models.encoder_decoder import EncoderDecoder
-from invprotect.models.protector import Protector
+from invprotect.models.exact import ExactCodec
+from invprotect.models.protector import Protector, register_protector
 
-_FORMAT = "invprotect.raeg/1"
 ARCHITECTURES = ("invertible", "encoder-decoder")
 """Generators a `RAEGConfig` can name."""
 
@@ -86,14 +88,15 @@ class RAEGConfig:
         values["generator"] = UNetConfig(**generator)
         return cls(**values)
 
-    def minimum_parameters(self) -> int:
+    def minimum_parameters(self, discriminator: bool = True) -> int:
         """A lower bound on the values this architecture holds (weights and buffers).
 
         Cheap to compute (nothing is built): `RAEG.load` refuses a ``config.json`` whose
         network would need more values than its ``weights.safetensors`` holds, before
         allocating anything. Counted: every DSAC block's subnets read all ``3 * 4**l``
         channels of their level into ``hidden_channels`` (the encoder-decoder's strided
-        convolutions, for that ablation), and the discriminator's convolutions exactly.
+        convolutions, for that ablation), and, with ``discriminator``, the
+        discriminator's convolutions exactly.
         """
         gen = self.generator
         if self.architecture == "invertible":
@@ -103,12 +106,12 @@ class RAEGConfig:
             width = max(4, gen.hidden_channels // 2)
             widths = [width * 2**level for level in range(gen.levels + 1)]
             generator = 2 * sum(a * b * 9 for a, b in itertools.pairwise(widths))
-        c_in, discriminator = 3, 0
-        for level in range(self.discriminator_depth):
+        c_in, critic = 3, 0
+        for level in range(self.discriminator_depth if discriminator else 0):
             c_out = self.discriminator_width * min(2**level, 8)
-            discriminator += c_in * c_out * 16
+            critic += c_in * c_out * 16
             c_in = c_out
-        return generator + discriminator
+        return generator + critic
 
 
 LIMITS: dict[str, tuple[int, int]] = {
@@ -162,8 +165,13 @@ RAEG_PRESETS: dict[str, RAEGConfig] = {
 ``cpu-32``: 32x32 with the lighter ``cpu`` generator, trainable on a laptop CPU."""
 
 
+@register_protector("invprotect.raeg/1")
 class RAEG(nn.Module, Protector):
     """The RAEG protector: an invertible generator plus its training discriminator.
+
+    In files, the record of each image carries `ExactCodec`'s compact residual, which
+    repairs what 8-bit rounding destroyed, so recovery is bit for bit. The record keys
+    derive from the SHA-256 of the generator's weights (whoever holds them holds the key).
 
     Args:
         config: Architecture; see `RAEGConfig` and `RAEG_PRESETS`.
@@ -234,28 +242,75 @@ class RAEG(nn.Module, Protector):
         """Recovered images in ``[0, 1]`` (the backward pass, clipped)."""
         return self.generator.inverse(_channels_last(images)).contiguous().clamp(0.0, 1.0)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the generator's weights are."""
+        return next(self.generator.parameters()).device
+
+    def key_material(self) -> bytes:
+        """SHA-256 of the generator's weights (names and bytes, in name order)."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.generator.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.digest()
+
+    def describe(self) -> dict[str, Any]:
+        """``kind`` ``"raeg"``, the config and the metadata."""
+        return {"kind": "raeg", "config": self.config.to_dict(), "metadata": self.metadata}
+
+    @property
+    def recovery_error_bound(self) -> float:
+        """``0``: the residual in each record makes recovery bit for bit."""
+        return 0.0
+
+    @torch.no_grad()
+    def encode(self, originals: Tensor) -> tuple[Tensor, list[bytes]]:
+        """Protected 8-bit images and their residuals (see `ExactCodec.residuals`)."""
+        protected, _ = super().encode(originals)
+        return protected, ExactCodec(self).residuals(originals, protected)
+
+    def decode(self, protected: Tensor, records: list[bytes]) -> tuple[Tensor, list[bool]]:
+        """The originals, bit for bit, from protected 8-bit images and their residuals.
+
+        Raises:
+            ValueError: If a residual does not fit its image (a corrupt record).
+        """
+        return ExactCodec(self).restore(protected, records), [True] * protected.shape[0]
+
     def save(self, path: str | Path) -> Path:
-        """Write ``weights.safetensors`` (generator and discriminator) and ``config.json``."""
-        config = {"format": _FORMAT, "config": self.config.to_dict(), "metadata": self.metadata}
-        return save_checkpoint(path, self.state_dict(), config)
+        """Write ``weights.safetensors`` (the generator only) and ``config.json``: the key."""
+        config = {
+            "format": self.checkpoint_format,
+            "config": self.config.to_dict(),
+            "metadata": self.metadata,
+        }
+        generator = {
+            name: tensor
+            for name, tensor in self.state_dict().items()
+            if name.startswith("generator.")
+        }
+        return save_checkpoint(path, generator, config)
 
     @classmethod
-    def load(cls, path: str | Path, device: torch.device | str | None = None) -> RAEG:
-        """Load a protector saved by `save`, in ``eval()`` mode.
+    def from_checkpoint(
+        cls,
+        tensors: dict[str, Tensor],
+        settings: dict[str, Any],
+        device: torch.device | str | None = None,
+        path: str | Path = "checkpoint",
+    ) -> RAEG:
+        """The RAEG of a checkpoint already read, in ``eval()`` mode (see `load`).
 
         The config is checked before anything is built: every field present and of its
         type, sizes within `LIMITS`, and no more network than the weights file holds
-        (`RAEGConfig.minimum_parameters`).
+        (`RAEGConfig.minimum_parameters`). A key saved with its discriminator (as earlier
+        versions did) loads it too; without one, the discriminator keeps its
+        initialisation (it is used only in training).
 
         Raises:
-            CheckpointError: If ``path`` is not a RAEG checkpoint (or is a pickle), or its
-                config is malformed or does not fit its weights.
+            CheckpointError: If the config is malformed or does not fit the weights.
         """
-        tensors, settings = load_checkpoint(path)
-        if settings.get("format") != _FORMAT:
-            raise CheckpointError(
-                f"{path} is not a RAEG protector (format {settings.get('format')!r})"
-            )
         try:
             config = RAEGConfig.from_dict(settings.get("config"))
             if config.image_size % 2**config.generator.levels:
@@ -268,16 +323,21 @@ class RAEG(nn.Module, Protector):
         metadata = settings.get("metadata")
         if not isinstance(metadata, dict | None):
             raise CheckpointError(f"{path}/config.json: metadata must be a JSON object")
+        with_critic = any(name.startswith("discriminator.") for name in tensors)
+        needed = config.minimum_parameters(discriminator=with_critic)
         held = sum(tensor.numel() for tensor in tensors.values())
-        if config.minimum_parameters() > held:
+        if needed > held:
             raise CheckpointError(
-                f"{path}: config.json describes a network of at least "
-                f"{config.minimum_parameters():,} values, but weights.safetensors holds "
-                f"{held:,}; the config does not belong to these weights"
+                f"{path}: config.json describes a network of at least {needed:,} values, "
+                f"but weights.safetensors holds {held:,}; the config does not belong to "
+                "these weights"
             )
         model = cls(config, metadata)
         try:
-            model.load_state_dict(tensors)
+            if with_critic:
+                model.load_state_dict(tensors)
+            else:
+                model.generator.load_state_dict(_without_prefix(tensors, "generator."))
         except RuntimeError as error:
             problems = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
             more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
@@ -285,6 +345,11 @@ class RAEG(nn.Module, Protector):
                 f"{path}: weights do not match the config: {'; '.join(problems[:2])}{more}"
             ) from None
         return model.to(device).eval()
+
+
+def _without_prefix(tensors: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """``tensors`` with ``prefix`` cut from every name (names without it are kept whole)."""
+    return {name.removeprefix(prefix): tensor for name, tensor in tensors.items()}
 
 
 def _channels_last(images: Tensor) -> Tensor:

@@ -311,10 +311,10 @@ def test_rit_transform_round_trips(
 
 def test_loading_the_wrong_kind_of_checkpoint_fails(tmp_path: Path) -> None:
     RIT(None).save(tmp_path / "rit")
-    with pytest.raises(CheckpointError, match="not an RAE"):
+    with pytest.raises(CheckpointError, match="not a RAE protector"):
         RAE.load(tmp_path / "rit")
     RAE(None).save(tmp_path / "rae")
-    with pytest.raises(CheckpointError, match="not an RIT"):
+    with pytest.raises(CheckpointError, match="not a RIT protector"):
         RIT.load(tmp_path / "rae")
 
 
