@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from invprotect.checkpoint import CheckpointError, save_checkpoint
 from invprotect.models import RAEG, RAEG_PRESETS, Discriminator, Protector, RAEGConfig
@@ -58,6 +59,26 @@ def test_save_and_load_give_the_same_protector(trained_raeg: RAEG, tmp_path: Pat
     torch.save(trained_raeg.state_dict(), tmp_path / "key.pt")
     with pytest.raises(CheckpointError, match="never unpickles"):
         RAEG.load(tmp_path / "key.pt")
+
+
+def test_the_key_holds_no_discriminator_and_keys_with_one_still_load(
+    trained_raeg: RAEG, tmp_path: Path
+) -> None:
+    trained_raeg.save(tmp_path / "key")
+    names = list(load_file(tmp_path / "key" / "weights.safetensors"))
+    assert names and all(name.startswith("generator.") for name in names)
+    settings = {"format": "invprotect.raeg/1", "config": trained_raeg.config.to_dict()}
+    save_checkpoint(tmp_path / "old", trained_raeg.state_dict(), settings)  # as before
+    old, key = RAEG.load(tmp_path / "old"), RAEG.load(tmp_path / "key")
+    assert old.key_id == key.key_id == trained_raeg.key_id
+    for name, tensor in trained_raeg.discriminator.state_dict().items():
+        assert torch.equal(old.discriminator.state_dict()[name], tensor), name
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(old.protect(x), key.protect(x))
+    save_checkpoint(tmp_path / "empty", {}, settings)  # the generator is still required
+    with pytest.raises(CheckpointError, match="does not belong"):
+        RAEG.load(tmp_path / "empty")
 
 
 def test_presets_and_config_round_trip() -> None:
