@@ -42,7 +42,6 @@ from invprotect.baselines.adversarial import igsm
 from invprotect.baselines.embedding import (
     ATTACKS,
     EmbeddingProtector,
-    RecoveryStatus,
     deflate,
     inflate,
 )
@@ -138,21 +137,13 @@ class RAE(EmbeddingProtector):
 
     ``protect`` attacks the model, then hides ``D = I - A`` in ``A`` with reversible data
     hiding (reduced as described in `invprotect.baselines.rae` when it does not fit);
-    ``recover`` needs no model and no key: anyone who knows RAE can undo it.
-
-    Args:
-        model: The classifier or ensemble to fool (taking ``[0, 1]`` images, returning
-            logits), on the device of the images to protect. Only `protect` uses it; pass
-            ``None`` for a recover-only protector.
-        attack: ``"igsm"`` or ``"cw"`` (see `RAE_ATTACKS`).
-        attack_params: Keyword arguments of the attack (``epsilon``, ``steps``, ``c``,
-            ...); unset ones keep the attack's defaults.
-
-    Raises:
-        ValueError: For an unknown attack or parameter.
+    ``recover`` needs no model and no key: anyone who knows RAE can undo it. The
+    arguments (``model``, ``attack``, ``attack_params``) are those of
+    `EmbeddingProtector`.
 
     Example:
         >>> import torch
+        >>> from invprotect.baselines import RecoveryStatus
         >>> from invprotect.targets import Classifier
         >>> model = Classifier("mobilenet_small", [str(k) for k in range(10)]).eval()
         >>> rae = RAE(model, "igsm", {"epsilon": 2 / 255, "steps": 2})
