@@ -16,8 +16,8 @@ import torch
 
 import invprotect.models  # noqa: F401  (registers RAEG)
 from invprotect.baselines import create_baseline, is_baseline, list_baselines
-from invprotect.checkpoint import CheckpointError, load_checkpoint
-from invprotect.models.protector import PROTECTORS, Protector
+from invprotect.checkpoint import CheckpointError
+from invprotect.models.protector import PROTECTORS, Checkpoint, Protector
 from invprotect.targets import Classifier, Ensemble
 
 __all__ = ["load_protector"]
@@ -51,12 +51,12 @@ def load_protector(
             f"{spec} is neither a protector checkpoint nor a baseline "
             f"({', '.join(list_baselines())})"
         )
-    tensors, settings = load_checkpoint(path)  # refuses pickles and incomplete checkpoints
-    kind = settings.get("format")
+    checkpoint = Checkpoint.read(path)  # refuses pickles and incomplete checkpoints
+    kind = checkpoint.format
     if not isinstance(kind, str) or kind not in PROTECTORS:
         raise CheckpointError(f"{path} is not a protector checkpoint (format {kind!r})")
     cls = PROTECTORS.get(kind)
-    protector = cls.from_checkpoint(tensors, settings, device, path)
+    protector = cls.from_checkpoint(checkpoint, device)
     if cls.attacks_targets:
         protector.use_targets(_ensemble(targets, device))
     return protector

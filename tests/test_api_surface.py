@@ -161,6 +161,7 @@ PUBLIC_API = {
     "invprotect.protectors": ["load_protector"],
     "invprotect.models.protector": [
         "PROTECTORS",
+        "Checkpoint",
         "Protector",
         "list_protector_formats",
         "register_protector",

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 
 from invprotect.baselines.adversarial import Model, carlini_wagner_l2, check_images, igsm
 from invprotect.checkpoint import CheckpointError, save_checkpoint
-from invprotect.models.protector import Protector
+from invprotect.models.protector import Checkpoint, Protector
 from invprotect.rdh import extract
 
 __all__ = [
@@ -241,24 +241,22 @@ class EmbeddingProtector(Protector):
 
     @classmethod
     def from_checkpoint(
-        cls,
-        tensors: dict[str, Tensor],
-        settings: dict[str, Any],
-        device: torch.device | str | None = None,
-        path: str | Path = "checkpoint",
+        cls, checkpoint: Checkpoint, device: torch.device | str | None = None
     ) -> Self:
         """A recover-only protector from its settings; `use_targets` lets it protect.
 
-        ``tensors`` (empty) and ``device`` are not used: the method has no weights and
-        computes where its target model is.
+        The weights (none) and ``device`` are not used: the method computes where its
+        target model is.
 
         Raises:
             CheckpointError: If the settings are invalid (a key missing or of a wrong type).
         """
         try:
-            return cls(None, **cls.arguments_of(settings))
+            return cls(None, **cls.arguments_of(checkpoint.settings))
         except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{path}: invalid {cls.__name__} settings: {error!r}") from None
+            raise CheckpointError(
+                f"{checkpoint.path}: invalid {cls.__name__} settings: {error!r}"
+            ) from None
 
     @classmethod
     def arguments_of(cls, settings: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import abc
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
@@ -35,7 +36,13 @@ from invprotect.checkpoint import CheckpointError, load_checkpoint
 if TYPE_CHECKING:
     from invprotect.record import RecordKeys
 
-__all__ = ["PROTECTORS", "Protector", "list_protector_formats", "register_protector"]
+__all__ = [
+    "PROTECTORS",
+    "Checkpoint",
+    "Protector",
+    "list_protector_formats",
+    "register_protector",
+]
 
 
 class Protector(abc.ABC):
@@ -85,19 +92,13 @@ class Protector(abc.ABC):
     @classmethod
     @abc.abstractmethod
     def from_checkpoint(
-        cls,
-        tensors: dict[str, Tensor],
-        settings: dict[str, Any],
-        device: torch.device | str | None = None,
-        path: str | Path = "checkpoint",
+        cls, checkpoint: Checkpoint, device: torch.device | str | None = None
     ) -> Self:
         """The protector held by a checkpoint already read, its format already checked.
 
         Args:
-            tensors: The checkpoint's weights (on the CPU).
-            settings: Its ``config.json``.
+            checkpoint: The checkpoint as read (`Checkpoint.read`).
             device: Where to compute (default: the CPU).
-            path: Where the checkpoint was read, for error messages.
 
         Raises:
             CheckpointError: If the settings or the weights are malformed.
@@ -111,14 +112,13 @@ class Protector(abc.ABC):
             CheckpointError: If ``path`` is not a checkpoint of this class (or is a
                 pickle), or its settings or weights are malformed.
         """
-        tensors, settings = load_checkpoint(path)
-        found = settings.get("format")
-        if found != cls.checkpoint_format:
+        checkpoint = Checkpoint.read(path)
+        if checkpoint.format != cls.checkpoint_format:
             raise CheckpointError(
                 f"{path} is not a {cls.__name__} protector "
-                f"(format {found!r}, expected {cls.checkpoint_format!r})"
+                f"(format {checkpoint.format!r}, expected {cls.checkpoint_format!r})"
             )
-        return cls.from_checkpoint(tensors, settings, device, path)
+        return cls.from_checkpoint(checkpoint, device)
 
     @property
     def keys(self) -> RecordKeys:
@@ -182,6 +182,37 @@ class Protector(abc.ABC):
     def approximate(self, protected: Tensor) -> Tensor:
         """The best 8-bit estimate of the originals from altered protected images (no record)."""
         return _to_8bit(self.recover(protected.to(self.device).float() / 255)).cpu()
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A checkpoint directory as read once: its weights and its ``config.json``.
+
+    Attributes:
+        path: The directory.
+        tensors: The weights, on the CPU.
+        settings: The JSON settings; ``settings["format"]`` names the protector class.
+    """
+
+    path: Path
+    tensors: dict[str, Tensor]
+    settings: dict[str, Any]
+
+    @classmethod
+    def read(cls, path: str | Path) -> Checkpoint:
+        """Read the checkpoint directory ``path`` (see `invprotect.checkpoint.load_checkpoint`).
+
+        Raises:
+            CheckpointError: If ``path`` is a pickle, is not a checkpoint directory, or its
+                files are missing or corrupt.
+        """
+        tensors, settings = load_checkpoint(path)
+        return cls(Path(path), tensors, settings)
+
+    @property
+    def format(self) -> Any:
+        """The ``format`` field of the settings (``None`` without one; any JSON value)."""
+        return self.settings.get("format")
 
 
 def _to_8bit(images: Tensor) -> Tensor:

@@ -30,7 +30,7 @@ from invprotect.checkpoint import CheckpointError, save_checkpoint
 from invprotect.models.discriminator import Discriminator
 from invprotect.models.encoder_decoder import EncoderDecoder
 from invprotect.models.exact import ExactCodec
-from invprotect.models.protector import Protector, register_protector
+from invprotect.models.protector import Checkpoint, Protector, register_protector
 
 ARCHITECTURES = ("invertible", "encoder-decoder")
 """Generators a `RAEGConfig` can name."""
@@ -294,11 +294,7 @@ class RAEG(nn.Module, Protector):
 
     @classmethod
     def from_checkpoint(
-        cls,
-        tensors: dict[str, Tensor],
-        settings: dict[str, Any],
-        device: torch.device | str | None = None,
-        path: str | Path = "checkpoint",
+        cls, checkpoint: Checkpoint, device: torch.device | str | None = None
     ) -> RAEG:
         """The RAEG of a checkpoint already read, in ``eval()`` mode (see `load`).
 
@@ -311,6 +307,7 @@ class RAEG(nn.Module, Protector):
         Raises:
             CheckpointError: If the config is malformed or does not fit the weights.
         """
+        path, tensors, settings = checkpoint.path, checkpoint.tensors, checkpoint.settings
         try:
             config = RAEGConfig.from_dict(settings.get("config"))
             if config.image_size % 2**config.generator.levels:
