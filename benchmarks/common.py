@@ -1,4 +1,4 @@
-"""What the benchmarks share: the machine record, memory readings, the reference protector."""
+"""What the benchmarks share: machine record, memory readings, reference protector, subsets."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from invprotect.data import ImageFolderIndex
 
 OUT = Path(__file__).resolve().parent / "out"
 REFERENCE_PROTECTOR = OUT / "protector-v3" / "protector"
@@ -65,3 +67,12 @@ def peak_rss_mib() -> float:
 def rss_mib() -> float:
     """Current resident memory of this process (MiB)."""
     return _status_mib("VmRSS")
+
+
+def subset_index(index: ImageFolderIndex, count: int | None, seed: int) -> ImageFolderIndex:
+    """A seeded random subset of ``count`` files (all of them for ``None``), in path order."""
+    if count is None or count >= len(index):
+        return index
+    order = torch.randperm(len(index), generator=torch.Generator().manual_seed(seed))
+    keep = sorted(order[:count].tolist())
+    return ImageFolderIndex(index.root, index.classes, [index.samples[i] for i in keep])

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import OUT, REFERENCE_PROTECTOR, machine
+from common import OUT, REFERENCE_PROTECTOR, machine, subset_index
 
 from invprotect.checkpoint import atomic_write_bytes
 from invprotect.data import (
@@ -81,15 +81,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _subset(index: ImageFolderIndex, count: int | None, seed: int) -> ImageFolderIndex:
-    """A seeded random subset of ``count`` files (all of them for ``None``), in path order."""
-    if count is None or count >= len(index):
-        return index
-    order = torch.randperm(len(index), generator=torch.Generator().manual_seed(seed))
-    keep = sorted(order[:count].tolist())
-    return ImageFolderIndex(index.root, index.classes, [index.samples[i] for i in keep])
-
-
 def _copy(index: ImageFolderIndex, dst: Path) -> Path:
     for path, _ in index.samples:
         target = dst / path.relative_to(index.root)
@@ -129,7 +120,7 @@ def _comdefend(args: argparse.Namespace, train_root: Path, used: ImageFolderInde
     others = ImageFolderIndex(
         train_root, index.classes, [s for s in index.samples if s[0] not in taken]
     )
-    others = _subset(others, max(2_000, len(used.samples)), args.seed + 1)
+    others = subset_index(others, max(2_000, len(used.samples)), args.seed + 1)
     print(
         f"training ComDefend on {len(others)} other clean images, seed {args.seed + 1}", flush=True
     )
@@ -151,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
         originals_index = _originals_of(args.protected, train_root)
         protected = args.protected
     else:
-        originals_index = _subset(scan_image_folder(train_root), args.train_images, args.seed)
+        originals_index = subset_index(scan_image_folder(train_root), args.train_images, args.seed)
     originals = _copy(originals_index, args.out / "originals")
     if args.protected is None:
         protected = args.out / "protected"
@@ -168,7 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     test = test_root
     if args.test_images is not None:
         test = _copy(
-            _subset(scan_image_folder(test_root), args.test_images, args.seed), args.out / "test"
+            subset_index(scan_image_folder(test_root), args.test_images, args.seed),
+            args.out / "test",
         )
     rows: list[tuple[str, Path, str, PGDConfig | None]] = [("originals", originals, "none", None)]
     for spec in args.defences:
