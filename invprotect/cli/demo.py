@@ -15,6 +15,7 @@ from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.data import default_cache_dir, default_cifar10_root, download_cifar10
 from invprotect.demo import DemoConfig, run_demo
 from invprotect.pngio import write_png
+from invprotect.targets import is_arch, list_archs
 
 
 def _export(root: Path) -> Path:
@@ -37,6 +38,14 @@ def demo(
     out: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = Path(
         "demo-out"
     ),
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Target architecture (repeat for several; default: "
+            + ", ".join(DemoConfig.target_archs)
+            + ")."
+        ),
+    ] = None,
     train_images: Annotated[
         int, typer.Option(min=10, help="Training images used.")
     ] = DemoConfig.train_images,
@@ -49,6 +58,9 @@ def demo(
     lr: Annotated[
         float, typer.Option(min=0.0, help="Protector's starting learning rate.")
     ] = DemoConfig.protector_lr,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Protector's images per step.")
+    ] = DemoConfig.batch_size,
     test_per_class: Annotated[
         int, typer.Option(min=1, help="Test files per class.")
     ] = DemoConfig.test_per_class,
@@ -66,16 +78,21 @@ def demo(
     when stderr is a file or a pipe. The figures go to stdout as JSON.
     """
     check_output_folder(out, "--out")
+    unknown = [name for name in target or () if not is_arch(name)]
+    if unknown:
+        raise fail(f"unknown --target {', '.join(unknown)}; choose from {', '.join(list_archs())}")
     if data is None:
         data = default_cifar10_root()
         if data is None:
             console.print("CIFAR-10 not found locally: downloading it with torchvision")
             data = _export(out / "cifar10")
     config = DemoConfig(
+        target_archs=tuple(target) if target else DemoConfig.target_archs,
         train_images=train_images,
         target_epochs=target_epochs,
         protector_steps=steps,
         protector_lr=lr,
+        batch_size=batch_size,
         test_per_class=test_per_class,
         target_psnr=target_psnr,
     )
