@@ -113,6 +113,7 @@ def test_ok_and_some_files_failed(
             ],
             "device",
         ),
+        (["demo", "--out", "o", "--target", "resnet_tiny"], "unknown --target resnet_tiny"),
     ],
 )
 def test_usage_errors_exit_2(
