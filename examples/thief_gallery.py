@@ -122,8 +122,15 @@ def main() -> None:
     for kind, name, _, value, shown in rows:
         print(f"{kind:8} {name:16} {value:6.2f} dB  {shown}")
     if args.page:
-        args.page.write_text(page(rows, args.out, args.page))
-        print(f"wrote {args.page}")
+        generated = page(rows, args.out, args.page)
+        kept = args.page.read_text() if args.page.is_file() else ""
+        hand_written = kept[kept.index(HAND_WRITTEN) :] if HAND_WRITTEN in kept else ""
+        args.page.write_text(generated + ("\n" + hand_written if hand_written else ""))
+        print(f"wrote {args.page} (hand-written sections from {HAND_WRITTEN!r} on kept)")
+
+
+HAND_WRITTEN = "## The pirate"
+"""The first heading of the page's hand-written part, which a regeneration keeps."""
 
 
 def page(rows: list[tuple[str, str, str, float, str]], images: Path, page_path: Path) -> str:
