@@ -220,13 +220,13 @@ def _to_8bit(images: Tensor) -> Tensor:
     return (images * 255).round().clamp(0, 255).to(torch.uint8)
 
 
-P = TypeVar("P", bound=type[Protector])
+_ProtectorClass = TypeVar("_ProtectorClass", bound=type[Protector])
 
 PROTECTORS: Registry[type[Protector]] = Registry("protector checkpoint format")
 """Protector classes by the ``format`` field of their checkpoints."""
 
 
-def register_protector(checkpoint_format: str) -> Callable[[P], P]:
+def register_protector(checkpoint_format: str) -> Callable[[_ProtectorClass], _ProtectorClass]:
     """Class decorator: register a `Protector` under its checkpoint format and set it.
 
     Raises:
@@ -234,7 +234,7 @@ def register_protector(checkpoint_format: str) -> Callable[[P], P]:
     """
     register = PROTECTORS.register(checkpoint_format)
 
-    def decorator(cls: P) -> P:
+    def decorator(cls: _ProtectorClass) -> _ProtectorClass:
         cls.checkpoint_format = checkpoint_format
         return register(cls)
 
