@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
+from invprotect import distributed
 from invprotect.checkpoint import load_checkpoint, save_checkpoint
 from invprotect.data import ImageSet
 from invprotect.device import Precision, autocast_dtype
@@ -126,6 +127,16 @@ def train_classifier(
     (data order and augmentation are seeded per epoch, so a resumed run continues
     exactly as an uninterrupted one would).
 
+    Under ``torchrun`` (a process group of several ranks, `invprotect.distributed`),
+    every rank draws the epoch's order and each step's augmentation of the whole global
+    batch from the seed and trains on its contiguous share of the batch;
+    DistributedDataParallel averages the gradients (each rank's loss weighted by its
+    share), so the weights follow one process with the whole batch to float round-off.
+    Batch norm is the exception on the CPU: each rank normalises with its own share's
+    statistics (PyTorch's `torch.nn.SyncBatchNorm`, used on CUDA, has no CPU version),
+    so a model with batch norm then follows the world size, and the saved running
+    statistics are rank 0's. Only rank 0 evaluates ``test`` and writes the state.
+
     Args:
         model: The classifier; trained on the device of its parameters.
         train: Training images.
@@ -136,8 +147,15 @@ def train_classifier(
 
     Returns:
         One record per epoch trained in this call: epoch, loss, seconds, test accuracy.
+
+    Raises:
+        ValueError: For adversarial training in a distributed run (its random starts
+            are drawn per batch, which a share cannot reproduce), or for a batch smaller
+            than the number of processes.
     """
     config = config or ClassifierTrainingConfig()
+    if config.adversarial is not None and distributed.is_distributed():
+        raise ValueError("adversarial training runs in one process only; start it without torchrun")
     device = next(model.parameters()).device
     cast = autocast_dtype(device, config.precision)
     model.to(memory_format=torch.channels_last)
@@ -151,6 +169,7 @@ def train_classifier(
         weight_decay=config.weight_decay,
     )
     start_epoch = _resume(model, optimiser, state_dir, config) if state_dir else 0
+    trained = distributed.wrap(model, device)
     earlier = _previous_history(state_dir, start_epoch) if state_dir else []
     history: list[dict[str, float]] = []
     for epoch in range(start_epoch, config.epochs):
@@ -163,6 +182,9 @@ def train_classifier(
             images = train.images[index]
             if config.augment:
                 images = augment_batch(images, generator)
+            batch = len(index)
+            mine, weight = distributed.share(batch), distributed.share_weight(batch)
+            images, index = images[mine], index[mine]
             x = images.to(device=device, dtype=torch.float32).div_(255.0)
             x = x.contiguous(memory_format=torch.channels_last)
             y = train.labels[index].to(device)
@@ -171,18 +193,25 @@ def train_classifier(
             for group in optimiser.param_groups:
                 group["lr"] = one_cycle_lr(epoch * steps_per_epoch + step, total_steps, config.lr)
             with torch.autocast(device.type, dtype=cast or torch.float32, enabled=cast is not None):
-                loss = F.cross_entropy(model(x), y, label_smoothing=config.label_smoothing)
+                loss = F.cross_entropy(trained(x), y, label_smoothing=config.label_smoothing)
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight).backward()
             optimiser.step()
-            total_loss += loss.item()
+            # This rank's mean weighted by its part of the batch (1.0 in one process),
+            # summed over the ranks: the mean over the global batch.
+            (batch_loss,) = distributed.sum_over_ranks([loss.item() * len(x) / batch], device)
+            total_loss += batch_loss
             last = step == steps_per_epoch - 1
             seconds = time.perf_counter() - started if last else None
-            test_accuracy = accuracy(model, test, device=device) if last and test else None
+            test_accuracy = None
+            if last and test:
+                if distributed.is_main():
+                    test_accuracy = accuracy(model, test, device=device)
+                test_accuracy = distributed.from_main(test_accuracy)
             if on_event is not None:
                 on_event(
                     TrainingEvent(
-                        epoch + 1, step + 1, steps_per_epoch, loss.item(), test_accuracy, seconds
+                        epoch + 1, step + 1, steps_per_epoch, batch_loss, test_accuracy, seconds
                     )
                 )
         record = {
@@ -193,7 +222,7 @@ def train_classifier(
         if test is not None:
             record["test_accuracy"] = test_accuracy if test_accuracy is not None else math.nan
         history.append(record)
-        if state_dir:
+        if state_dir and distributed.is_main():
             _save_state(model, optimiser, state_dir, config, epoch + 1, earlier + history)
     model.eval()
     return history

@@ -5,12 +5,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from invprotect import distributed
 from invprotect.attacks import DEFAULT_ATTACKS, AttackLayer, quantize_ste
 from invprotect.checkpoint import (
     CheckpointError,
@@ -108,7 +110,8 @@ class ProtectorTrainingConfig:
         precision: Precision of the target classifiers' passes: ``"auto"`` (bfloat16
             autocast where the hardware has it), ``"bf16"`` or ``"fp32"``. The
             invertible generator always runs in float32.
-        seed: Seeds batch sampling and attacks.
+        seed: Seeds batch sampling and attacks (the same seed gives the same model for
+            the same number of processes; see `train_protector`).
         save_every: Steps between saves of the training state (with ``state_dir``).
     """
 
@@ -198,6 +201,14 @@ def train_protector(
     recovered image must be classified right (cross-entropy) and close to the
     original (L1). The discriminator is updated once per step.
 
+    Under ``torchrun`` (a process group of several ranks, `invprotect.distributed`),
+    every rank draws the step's global batch indices and attacks from the seed and
+    works on its contiguous share of them; DistributedDataParallel averages the
+    gradients of generator and discriminator, and the batch PSNR that steers the floor
+    and the reported figures are summed over the ranks, so every rank takes the same
+    step as one process with the whole batch would (to float round-off). Only rank 0
+    writes the training state; every rank resumes from it.
+
     Args:
         raeg: The protector; trained on its parameters' device.
         ensemble: Frozen target classifiers taking ``[0, 1]`` images.
@@ -207,10 +218,11 @@ def train_protector(
         on_event: Called after every step.
 
     Returns:
-        The events of the steps run in this call.
+        The events of the steps run in this call (figures of the whole global batch).
     """
     config = config or ProtectorTrainingConfig()
     device = next(raeg.parameters()).device
+    mine, weight = distributed.share(config.batch_size), distributed.share_weight(config.batch_size)
     attack_layer = AttackLayer(config.attacks or TRAINING_ATTACKS).to(device)
     g_opt = torch.optim.Adam(raeg.generator.parameters(), lr=config.lr)
     d_opt = torch.optim.Adam(raeg.discriminator.parameters(), lr=config.lr, betas=(0.5, 0.999))
@@ -229,6 +241,8 @@ def train_protector(
     start, floor, smoothed = 0, config.target_psnr, None
     if state_dir and (Path(state_dir) / "config.json").is_file():
         start, floor, smoothed = _resume(raeg, g_opt, d_opt, state_dir, config)
+    generator_pass = distributed.wrap(_GeneratorPass(raeg), device)
+    discriminator = distributed.wrap(raeg.discriminator, device)
     ensemble.eval()
     events: list[ProtectorEvent] = []
     for step in range(start, config.steps):
@@ -237,13 +251,14 @@ def train_protector(
             for group in optimizer.param_groups:
                 group["lr"] = _learning_rate(config, step)
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-        index = torch.randint(0, len(images), (config.batch_size,), generator=generator)
+        index = torch.randint(0, len(images), (config.batch_size,), generator=generator)[mine]
         x = images.batch(index, device=device)
         labels = images.labels[index].to(device)
 
-        protected = quantize_ste(raeg.generate(x).clamp(0.0, 1.0))
-        attacked = attack_layer(protected, generator=generator).images
-        recovered = raeg.generator.inverse(protected)
+        attack = partial(
+            _attack, attack_layer, batch_size=config.batch_size, mine=mine, generator=generator
+        )
+        protected, attacked, recovered = generator_pass(x, attack)
         # One pass of the targets over all three (eval-mode batch norm: per-image results).
         logits_prt, logits_atk, logits_rec = classify(
             torch.cat([protected, attacked, recovered.clamp(0.0, 1.0)])
@@ -269,15 +284,29 @@ def train_protector(
         if config.smoothness:
             loss = loss + config.smoothness * high_frequency_share(protected - x)
         g_opt.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * weight).backward()
         g_opt.step()
 
-        d_loss = discriminator_loss(raeg.discriminator(x), raeg.discriminator(protected.detach()))
+        d_loss = discriminator_loss(discriminator(x), discriminator(protected.detach()))
         d_opt.zero_grad(set_to_none=True)
-        d_loss.backward()
+        (d_loss * weight).backward()
         d_opt.step()
 
-        batch_psnr = image_psnr.detach().mean().item()
+        # Means over this rank's share, weighted by its part of the batch (1.0 in one
+        # process) and summed over the ranks: the means over the global batch.
+        part = len(x) / config.batch_size
+        mean_loss, batch_psnr, fooled, fooled_attacked, recovered_right = (
+            distributed.sum_over_ranks(
+                [
+                    loss.item() * part,
+                    image_psnr.detach().mean().item() * part,
+                    (logits_prt.argmax(1) != labels).float().mean().item() * part,
+                    (logits_atk.argmax(1) != labels).float().mean().item() * part,
+                    (logits_rec.argmax(1) == labels).float().mean().item() * part,
+                ],
+                device,
+            )
+        )
         smoothed = (
             batch_psnr
             if smoothed is None
@@ -290,21 +319,65 @@ def train_protector(
         event = ProtectorEvent(
             step + 1,
             config.steps,
-            loss.item(),
+            mean_loss,
             batch_psnr,
             smoothed,
-            (logits_prt.argmax(1) != labels).float().mean().item(),
-            (logits_atk.argmax(1) != labels).float().mean().item(),
-            (logits_rec.argmax(1) == labels).float().mean().item(),
+            fooled,
+            fooled_attacked,
+            recovered_right,
             floor,
         )
         events.append(event)
         if on_event is not None:
             on_event(event)
-        if state_dir and ((step + 1) % config.save_every == 0 or step + 1 == config.steps):
+        due = (step + 1) % config.save_every == 0 or step + 1 == config.steps
+        if state_dir and due and distributed.is_main():
             _save(raeg, g_opt, d_opt, state_dir, config, step + 1, floor, smoothed)
     raeg.eval()
     return events
+
+
+class _GeneratorPass(nn.Module):
+    """Protect (rounded to 8 bits, straight-through), attack and recover in one ``forward``.
+
+    One module around the generator, so that DistributedDataParallel sees both passes
+    of a step in its forward. ``generate`` is held as a bound method, not as a
+    sub-module: the discriminator's parameters stay outside. The order of the three
+    results is that of the loop before this module existed (it sets the order in which
+    autograd sums their gradients, so one process computes bit for bit as before).
+    """
+
+    def __init__(self, raeg: RAEG) -> None:
+        super().__init__()
+        self.generator = raeg.generator
+        self.generate = raeg.generate
+
+    def forward(
+        self, x: Tensor, attack: Callable[[Tensor], Tensor]
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The protected images (8-bit, clipped), ``attack`` of them, and the recovered."""
+        protected = quantize_ste(self.generate(x).clamp(0.0, 1.0))
+        attacked = attack(protected)
+        return protected, attacked, self.generator.inverse(protected)
+
+
+def _attack(
+    layer: AttackLayer, protected: Tensor, batch_size: int, mine: slice, generator: torch.Generator
+) -> Tensor:
+    """``protected`` through ``layer``, with this rank's share of the global batch's draws.
+
+    One process attacks the whole batch directly. A rank of a distributed run draws the
+    attacks of the whole global batch (on blank images, without gradients), so that the
+    generator's random stream stays that of one process, and replays its share of them.
+    """
+    if len(protected) == batch_size:
+        return layer(protected, generator=generator).images
+    with torch.no_grad():
+        blank = protected.new_zeros((batch_size, *protected.shape[1:]))
+        drawn = layer(blank, generator=generator)
+    return layer.replay(
+        protected, drawn._replace(names=drawn.names[mine], params=drawn.params[mine])
+    )
 
 
 def _fooling_loss(config: ProtectorTrainingConfig) -> Callable[[Tensor, Tensor], Tensor]:
