@@ -112,9 +112,10 @@ def share_weight(total: int) -> float:
 def wrap(module: nn.Module, device: torch.device) -> nn.Module:
     """``module`` in `DistributedDataParallel` when distributed, else ``module`` itself.
 
-    Buffers are not broadcast at each forward: spectral-norm vectors stay identical on
-    every rank (they follow the weights, which DDP keeps identical), and batch-norm
-    running statistics stay per rank. On CUDA, batch-norm layers become
+    DDP broadcasts rank 0's parameters and buffers when it wraps the module and its
+    buffers before every forward: spectral-norm vectors are the same on every rank
+    anyway (they follow the weights), and batch-norm running statistics are rank 0's,
+    updated by each rank's own share. On CUDA, batch-norm layers become
     `torch.nn.SyncBatchNorm` (in place), so each step normalises with the statistics
     of the whole global batch, as one process would; PyTorch has no CPU version of it,
     so on the CPU each rank normalises with the statistics of its own share.
@@ -127,10 +128,8 @@ def wrap(module: nn.Module, device: torch.device) -> nn.Module:
         return module
     if device.type == "cuda":
         module = nn.SyncBatchNorm.convert_sync_batchnorm(module)
-        return nn.parallel.DistributedDataParallel(
-            module, device_ids=[device], broadcast_buffers=False
-        )
-    return nn.parallel.DistributedDataParallel(module, broadcast_buffers=False)
+        return nn.parallel.DistributedDataParallel(module, device_ids=[device])
+    return nn.parallel.DistributedDataParallel(module)
 
 
 def sum_over_ranks(values: Sequence[float], device: torch.device) -> list[float]:
