@@ -10,13 +10,14 @@ import torch
 import typer
 from rich.markup import escape
 
+from invprotect import distributed
 from invprotect._registry import UnknownNameError
 from invprotect.attacks import AttackLayer
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError
 from invprotect.cli.app import DeviceOption, ThreadsOption, app
 from invprotect.cli.paths import check_output_folder
 from invprotect.cli.progress import console, fail, progress_bar
-from invprotect.cli.targets import load_split
+from invprotect.cli.targets import load_split, training_processes
 from invprotect.data import default_cache_dir
 from invprotect.device import pick_device
 from invprotect.folders import (
@@ -95,54 +96,75 @@ def train(
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
 ) -> None:
-    """Train a protector against target classifiers; resumable (rerun the same command)."""
+    """Train a protector against target classifiers; resumable (rerun the same command).
+
+    Under ``torchrun --nproc-per-node N`` each process trains on its share of every
+    batch of BATCH_SIZE images (see docs/scaling.md); rank 0 writes the key.
+    """
     if preset not in RAEG_PRESETS:
         raise fail(f"unknown preset {preset!r}; choose from {', '.join(RAEG_PRESETS)}")
     if (out / CONFIG_FILE).is_file():
         console.print(f"{out} already holds a trained protector; delete it to train again")
         raise typer.Exit(0)
     check_output_folder(out, "--out")
-    try:
-        target_device = pick_device(device)
-        members = [Classifier.load(path, target_device) for path in targets]
-        ensemble = Ensemble(members)
-        config = ProtectorTrainingConfig(
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            target_psnr=target_psnr,
-            perceptual=perceptual,
-            attacks=_parse_attacks(attacks),
-            seed=seed,
-        )
-        AttackLayer(config.attacks)  # refuse unknown attacks before decoding the data
-        perceptual_loss(perceptual, target_device)  # ... and an unusable perceptual network
-        size = RAEG_PRESETS[preset].image_size
-        train_set, _ = load_split(data, size, default_cache_dir(), "decoding")
-    except (UnknownNameError, CheckpointError, ValueError) as error:
-        raise fail(str(error)) from None
-    if train_set.classes != members[0].classes:
-        raise fail(f"the targets know classes {members[0].classes}, the data {train_set.classes}")
-    torch.manual_seed(seed)
-    raeg = RAEG.from_preset(preset).to(target_device)
-    with progress_bar() as bar:
-        task = bar.add_task("protector", total=steps, status="")
-
-        def show(event: ProtectorEvent) -> None:
-            status = (
-                f"loss {event.loss:.4f} PSNR {event.smoothed_psnr:.1f} dB "
-                f"fooled {event.fooling_rate:.2f} (attacked {event.attacked_fooling_rate:.2f}) "
-                f"recovered acc {event.recovered_accuracy:.2f}"
+    with training_processes(device) as target_device:
+        try:
+            members = [Classifier.load(path, target_device) for path in targets]
+            ensemble = Ensemble(members)
+            config = ProtectorTrainingConfig(
+                steps=steps,
+                batch_size=batch_size,
+                lr=lr,
+                target_psnr=target_psnr,
+                perceptual=perceptual,
+                attacks=_parse_attacks(attacks),
+                seed=seed,
             )
-            bar.update(task, completed=event.step, status=status)
+            AttackLayer(config.attacks)  # refuse unknown attacks before decoding the data
+            perceptual_loss(perceptual, target_device)  # ... and an unusable perceptual network
+            distributed.share(batch_size)  # ... and a batch too small for the processes
+            size = RAEG_PRESETS[preset].image_size
+            with distributed.main_first():  # rank 0 fills the decoding cache first
+                train_set, _ = load_split(data, size, default_cache_dir(), "decoding")
+        except (UnknownNameError, CheckpointError, ValueError) as error:
+            raise fail(str(error)) from None
+        if train_set.classes != members[0].classes:
+            raise fail(
+                f"the targets know classes {members[0].classes}, the data {train_set.classes}"
+            )
+        torch.manual_seed(seed)
+        raeg = RAEG.from_preset(preset).to(target_device)
+        with progress_bar() as bar:
+            task = bar.add_task("protector", total=steps, status="")
 
-        events = train_protector(raeg, ensemble, train_set, config, out / STATE_DIR, show)
+            def show(event: ProtectorEvent) -> None:
+                status = (
+                    f"loss {event.loss:.4f} PSNR {event.smoothed_psnr:.1f} dB "
+                    f"fooled {event.fooling_rate:.2f} "
+                    f"(attacked {event.attacked_fooling_rate:.2f}) "
+                    f"recovered acc {event.recovered_accuracy:.2f}"
+                )
+                bar.update(task, completed=event.step, status=status)
+
+            try:
+                events = train_protector(raeg, ensemble, train_set, config, out / STATE_DIR, show)
+            except ValueError as error:
+                raise fail(str(error)) from None
+        processes = distributed.world_size()
+        if not distributed.is_main():
+            return
     last = events[-50:]
     raeg.metadata = {
         "data": str(data.resolve()),
         "targets": [str(p.resolve()) for p in targets],
         "classes": train_set.classes,
-        "training": {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed},
+        "training": {
+            "steps": steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "seed": seed,
+            "processes": processes,
+        },
         "attacks": config.attacks,
         "perceptual": perceptual,
         "target_psnr": target_psnr,

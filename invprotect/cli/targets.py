@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +12,7 @@ import torch
 import typer
 from rich.markup import escape
 
+from invprotect import distributed
 from invprotect.checkpoint import CONFIG_FILE, load_checkpoint
 from invprotect.cli.app import DeviceOption, ThreadsOption, app
 from invprotect.cli.paths import check_output_folder
@@ -21,6 +24,22 @@ from invprotect.training import ClassifierTrainingConfig, TrainingEvent, train_c
 
 STATE_DIR = "train-state"
 """Sub-directory of ``--out`` holding the per-epoch training state (for resuming)."""
+
+
+@contextmanager
+def training_processes(device: str) -> Iterator[torch.device]:
+    """Join torchrun's process group for a training command; yields this rank's device.
+
+    See `invprotect.distributed.process_group` (without torchrun: one process, the
+    device of ``--device``). While the block runs, ranks other than 0 print nothing
+    (rank 0 shows progress for all); a crash report after it is printed by every rank.
+    """
+    with distributed.process_group(pick_device(device)) as chosen:
+        console.quiet = not distributed.is_main()
+        try:
+            yield chosen
+        finally:
+            console.quiet = False
 
 
 def load_split(
@@ -68,40 +87,56 @@ def train_targets(
     no_cache: Annotated[bool, typer.Option(help="Do not cache decoded images.")] = False,
     threads: ThreadsOption = None,
 ) -> None:
-    """Train a target classifier; resumable (rerun the same command after an interruption)."""
+    """Train a target classifier; resumable (rerun the same command after an interruption).
+
+    Under ``torchrun --nproc-per-node N`` each process trains on its share of every
+    batch of BATCH_SIZE images (see docs/scaling.md); rank 0 writes the checkpoint.
+    """
     if arch not in list_archs():
         raise typer.BadParameter(f"unknown architecture {arch!r}; choose from {list_archs()}")
     if (out / CONFIG_FILE).is_file():
         console.print(f"{out} already holds a trained classifier; delete it to train again")
         raise typer.Exit(0)
     check_output_folder(out, "--out")
-    try:
+    with training_processes(device) as target_device:
         cache = None if no_cache else (cache_dir or default_cache_dir())
-        train, test = load_split(data, size, cache, "decoding")
-        target_device = pick_device(device)
-        config = ClassifierTrainingConfig(
-            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
+        try:
+            # Rank 0 decodes first and fills the cache; the other ranks then read it.
+            with distributed.main_first() if cache else nullcontext():
+                train, test = load_split(data, size, cache, "decoding")
+            config = ClassifierTrainingConfig(
+                epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
+            )
+        except ValueError as error:
+            raise fail(str(error)) from None
+        if max_train_images is not None and max_train_images < len(train):
+            keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+            train = train.subset(keep[:max_train_images].sort().values)
+        torch.manual_seed(seed)
+        model = Classifier(arch, train.classes, input_size=train.images.shape[-1])
+        model.to(target_device)
+        processes = distributed.world_size()
+        console.print(
+            f"training {arch} on {target_device}, precision {precision}"
+            + (f", {processes} processes" if processes > 1 else "")
         )
-    except ValueError as error:
-        raise fail(str(error)) from None
-    if max_train_images is not None and max_train_images < len(train):
-        keep = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-        train = train.subset(keep[:max_train_images].sort().values)
-    torch.manual_seed(seed)
-    model = Classifier(arch, train.classes, input_size=train.images.shape[-1]).to(target_device)
-    console.print(f"training {arch} on {target_device}, precision {precision}")
-    with progress_bar() as bar:
-        task = bar.add_task(arch, total=epochs * -(-len(train) // batch_size), status="")
+        with progress_bar() as bar:
+            task = bar.add_task(arch, total=epochs * -(-len(train) // batch_size), status="")
 
-        def show(event: TrainingEvent) -> None:
-            status = f"epoch {event.epoch}/{epochs} loss {event.loss:.3f}"
-            if event.test_accuracy is not None:
-                status += f" test acc {event.test_accuracy:.3f}"
-                bar.console.print(f"{status} ({event.epoch_seconds:.0f} s)")
-            done = (event.epoch - 1) * event.steps_per_epoch + event.step
-            bar.update(task, completed=done, status=status)
+            def show(event: TrainingEvent) -> None:
+                status = f"epoch {event.epoch}/{epochs} loss {event.loss:.3f}"
+                if event.test_accuracy is not None:
+                    status += f" test acc {event.test_accuracy:.3f}"
+                    bar.console.print(f"{status} ({event.epoch_seconds:.0f} s)")
+                done = (event.epoch - 1) * event.steps_per_epoch + event.step
+                bar.update(task, completed=done, status=status)
 
-        train_classifier(model, train, test, config, out / STATE_DIR, show)
+            try:
+                train_classifier(model, train, test, config, out / STATE_DIR, show)
+            except ValueError as error:
+                raise fail(str(error)) from None
+        if not distributed.is_main():
+            return
     _, state = load_checkpoint(out / STATE_DIR)
     history = state["history"]
     model.metadata = {
@@ -114,6 +149,7 @@ def train_targets(
         "seconds": sum(h["seconds"] for h in history),
         "history": history,
         "training": state["config"],
+        "processes": processes,
     }
     model.save(out)
     summary = {"arch": arch, "test_accuracy": history[-1]["test_accuracy"], "out": str(out)}

@@ -160,6 +160,7 @@ def train_classifier(
     cast = autocast_dtype(device, config.precision)
     model.to(memory_format=torch.channels_last)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    distributed.share(len(train) - (steps_per_epoch - 1) * config.batch_size)  # last batch
     total_steps = steps_per_epoch * config.epochs
     optimiser = torch.optim.SGD(
         model.parameters(),
