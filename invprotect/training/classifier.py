@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -160,7 +161,14 @@ def train_classifier(
     cast = autocast_dtype(device, config.precision)
     model.to(memory_format=torch.channels_last)
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
-    distributed.share(len(train) - (steps_per_epoch - 1) * config.batch_size)  # last batch
+    last_batch = len(train) - (steps_per_epoch - 1) * config.batch_size
+    processes = distributed.world_size()
+    if last_batch < processes:
+        raise ValueError(
+            f"the last batch of each epoch holds {last_batch} of the {len(train)} training "
+            f"images, fewer than the {processes} processes; choose a batch size that leaves "
+            f"at least {processes} (or that divides {len(train)})"
+        )
     total_steps = steps_per_epoch * config.epochs
     optimiser = torch.optim.SGD(
         model.parameters(),
@@ -242,16 +250,33 @@ def _save_state(
         buffer = optimiser.state.get(param, {}).get("momentum_buffer")
         if buffer is not None:
             tensors[f"momentum.{i}"] = buffer
+    # Progress goes into the weights file too: a process killed between the renames of
+    # the weights and of config.json (as torchrun kills the other ranks when one dies)
+    # leaves new weights beside an old config, and the weights then still say which
+    # epoch they hold (the history as UTF-8 JSON bytes).
+    tensors["state.epochs_done"] = torch.tensor(epochs_done, dtype=torch.float64)
+    tensors["state.history"] = torch.tensor(list(json.dumps(history).encode()), dtype=torch.uint8)
     meta = {"epochs_done": epochs_done, "config": asdict(config), "history": history}
     save_checkpoint(state_dir, tensors, meta)
+
+
+def _progress(tensors: dict[str, Tensor], meta: dict) -> tuple[int, list[dict[str, float]]]:
+    """Epochs done and their records, from the weights file where it holds them.
+
+    States written before the weights file held them have them in config.json only.
+    """
+    if "state.epochs_done" not in tensors:
+        return int(meta["epochs_done"]), meta.get("history", [])
+    history = json.loads(bytes(tensors["state.history"].tolist()).decode())
+    return int(tensors["state.epochs_done"].item()), history
 
 
 def _previous_history(state_dir: str | Path, epochs_done: int) -> list[dict[str, float]]:
     """The per-epoch records of the epochs an earlier, interrupted call finished."""
     if not epochs_done or not (Path(state_dir) / "config.json").is_file():
         return []
-    _, meta = load_checkpoint(state_dir)
-    return [h for h in meta.get("history", []) if h["epoch"] <= epochs_done]
+    _, history = _progress(*load_checkpoint(state_dir))
+    return [h for h in history if h["epoch"] <= epochs_done]
 
 
 def _resume(
@@ -274,4 +299,4 @@ def _resume(
     for i, param in enumerate(p for group in optimiser.param_groups for p in group["params"]):
         if f"momentum.{i}" in tensors:
             optimiser.state[param]["momentum_buffer"] = tensors[f"momentum.{i}"].to(device)
-    return int(meta["epochs_done"])
+    return _progress(tensors, meta)[0]

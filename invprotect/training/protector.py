@@ -459,13 +459,13 @@ def _save(
 ) -> None:
     tensors = {f"model.{k}": v for k, v in raeg.state_dict().items()}
     tensors |= optimizer_tensors(g_opt, "g_opt") | optimizer_tensors(d_opt, "d_opt")
-    meta = {
-        "steps_done": steps_done,
-        "floor": floor,
-        "smoothed_psnr": smoothed_psnr,
-        "config": _settings(config),
-    }
-    save_checkpoint(state_dir, tensors, meta)
+    counters = {"steps_done": steps_done, "floor": floor, "smoothed_psnr": smoothed_psnr}
+    # The counters go into the weights file too: a process killed between the renames of
+    # the weights and of config.json (as torchrun kills the other ranks when one dies)
+    # leaves new weights beside an old config, and the weights then still say which step
+    # they hold.
+    tensors |= {f"state.{k}": torch.tensor(v, dtype=torch.float64) for k, v in counters.items()}
+    save_checkpoint(state_dir, tensors, counters | {"config": _settings(config)})
 
 
 def _resume(
@@ -483,4 +483,9 @@ def _resume(
     raeg.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     load_optimizer_tensors(g_opt, tensors, "g_opt")
     load_optimizer_tensors(d_opt, tensors, "d_opt")
-    return int(meta["steps_done"]), float(meta["floor"]), float(meta["smoothed_psnr"])
+    # States written before the counters were in the weights file have them in config.json.
+    counters = {
+        name: tensors[f"state.{name}"].item() if f"state.{name}" in tensors else meta[name]
+        for name in ("steps_done", "floor", "smoothed_psnr")
+    }
+    return int(counters["steps_done"]), float(counters["floor"]), float(counters["smoothed_psnr"])

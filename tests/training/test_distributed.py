@@ -16,8 +16,10 @@ import math
 import os
 import signal
 import socket
+import subprocess
+import sys
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -28,6 +30,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from invprotect import distributed
+from invprotect.checkpoint import load_checkpoint
 from invprotect.data import ImageSet, load_image_set, scan_image_folder
 from invprotect.models import RAEG
 from invprotect.targets import Classifier, Ensemble
@@ -228,6 +231,60 @@ def test_protector_resumes_after_a_rank_dies(
         assert torch.equal(value, straight[name]), name
 
 
+def test_protector_resumes_from_weights_newer_than_their_config(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
+    # A rank killed between the two renames of a save leaves the new weights beside the
+    # old config.json: the weights carry their own step, so the resume is still exact.
+    images, ensemble = _protector_setting(cifar10_root)
+    state = tmp_path / "state"
+    steps = []
+
+    def keep_config_of_step_2(event) -> None:
+        steps.append(event.step)
+        if event.step == 3:  # before step 3's save
+            (tmp_path / "config.json").write_bytes((state / "config.json").read_bytes())
+        if event.step == 4:  # after it: the torn state
+            (state / "config.json").write_bytes((tmp_path / "config.json").read_bytes())
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_protector(_fresh_raeg(), ensemble, images, PROTECTOR, state, keep_config_of_step_2)
+    resumed, straight = _fresh_raeg(), _fresh_raeg()
+    events = train_protector(resumed, ensemble, images, PROTECTOR, state)
+    assert [e.step for e in events] == [4]
+    train_protector(straight, ensemble, images, PROTECTOR)
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_classifier_resumes_from_weights_newer_than_their_config(
+    cifar10_root: Path, tmp_path: Path
+) -> None:
+    train = _classifier_subset(cifar10_root)
+    config, state = replace(CLASSIFIER, epochs=3), tmp_path / "state"
+
+    def keep_config_of_epoch_1(event) -> None:
+        if (event.epoch, event.step) == (2, 1):
+            (tmp_path / "config.json").write_bytes((state / "config.json").read_bytes())
+        if (event.epoch, event.step) == (3, 1):  # epoch 2's weights, epoch 1's config
+            (state / "config.json").write_bytes((tmp_path / "config.json").read_bytes())
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model = _fresh_classifier(train.classes, batch_norm=True)
+        train_classifier(model, train, None, config, state, keep_config_of_epoch_1)
+    resumed, straight = (_fresh_classifier(train.classes, batch_norm=True) for _ in "ab")
+    assert [h["epoch"] for h in train_classifier(resumed, train, None, config, state)] == [3]
+    train_classifier(straight, train, None, config)
+    for (name, a), b in zip(
+        straight.state_dict().items(), resumed.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
 def test_classifier_in_two_processes_matches_one_process(
     cifar10_root: Path, tmp_path: Path
 ) -> None:
@@ -261,3 +318,25 @@ def test_classifier_with_batch_norm_resumes_after_a_rank_dies(
     straight = _weights(tmp_path / "straight")
     for name, value in _weights(tmp_path / "resumed").items():
         assert torch.equal(value, straight[name]), name
+
+
+@pytest.mark.slow
+def test_train_targets_under_torchrun_writes_one_classifier(
+    small_image_folder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "target"
+    command = [
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"),
+        *("-m", "invprotect", "train-targets", "--data", str(small_image_folder)),
+        *("--arch", "convnet_small", "--out", str(out), "--epochs", "1", "--batch-size", "10"),
+        *("--device", "cpu", "--precision", "fp32", "--no-cache"),
+    ]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summaries = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(summaries) == 1  # rank 0 alone reports
+    assert json.loads(summaries[0])["out"] == str(out)
+    assert done.stderr.count("training convnet_small on cpu") == 1
+    _, config = load_checkpoint(out)
+    assert config["metadata"]["processes"] == 2 and config["metadata"]["epochs"] == 1
