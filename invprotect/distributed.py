@@ -23,6 +23,23 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+__all__ = [
+    "TORCHRUN_VARIABLES",
+    "barrier",
+    "from_main",
+    "is_distributed",
+    "is_main",
+    "launched_by_torchrun",
+    "main_first",
+    "process_group",
+    "rank",
+    "share",
+    "share_weight",
+    "sum_over_ranks",
+    "world_size",
+    "wrap",
+]
+
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 """Environment variables torchrun sets in every worker it starts."""
 
