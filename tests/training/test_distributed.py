@@ -18,6 +18,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -46,6 +47,8 @@ PROTECTOR = ProtectorTrainingConfig(
     attacks={"identity": 1.0, "gaussian_noise": 1.0, "jpeg_ss": 1.0},
     precision="fp32",
 )
+DEADLINE_SECONDS = 300
+"""A run of 2 processes takes 2-5 s here; past this it hangs (a rank waiting for a dead one)."""
 CLASSIFIER = ClassifierTrainingConfig(epochs=2, batch_size=10, precision="fp32")
 """35 images in batches of 10: the last batch of each epoch (5) splits 3 + 2."""
 
@@ -67,9 +70,20 @@ def _worker(rank: int, world: int, port: int, job: Callable[..., None], args: tu
 
 
 def _spawn(job: Callable[..., None], *args: object, world: int = 2) -> None:
-    mp.start_processes(
-        _worker, args=(world, _free_port(), job, args), nprocs=world, start_method="fork"
+    """Run ``job(*args)`` in ``world`` ranks; a failed rank raises, a hung run fails the test."""
+    ranks = mp.start_processes(
+        _worker,
+        args=(world, _free_port(), job, args),
+        nprocs=world,
+        join=False,
+        start_method="fork",
     )
+    deadline = time.monotonic() + DEADLINE_SECONDS
+    while not ranks.join(timeout=1.0):
+        if time.monotonic() > deadline:
+            for process in ranks.processes:
+                process.kill()
+            pytest.fail(f"{world} training processes did not finish in {DEADLINE_SECONDS} s")
 
 
 def _save_rank(module: nn.Module, out: Path, record: object) -> None:
