@@ -42,7 +42,7 @@ Progress = Callable[[str, int, int, str], None]
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo (defaults: about 4 minutes on a 2-core CPU; see ``docs/results.md``).
+    """Sizes of the demo (defaults: about 5 minutes on a 2-core AVX2 CPU; see ``docs/results.md``).
 
     Attributes:
         target_archs: Target architectures (trained on ``train_images`` images).
@@ -56,12 +56,12 @@ class DemoConfig:
         seed: Seed of everything.
     """
 
-    target_archs: tuple[str, ...] = ("resnet_small", "vgg_small")
-    train_images: int = 8_000
+    target_archs: tuple[str, ...] = ("resnet_small", "convnet_small")
+    train_images: int = 5_000
     target_epochs: int = 3
-    protector_steps: int = 300
+    protector_steps: int = 250
     protector_lr: float = 6e-4
-    batch_size: int = 32
+    batch_size: int = 16
     target_psnr: float = 30.0
     test_per_class: int = 50
     seed: int = 0
