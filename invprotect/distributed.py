@@ -80,12 +80,22 @@ def process_group(device: torch.device) -> Iterator[torch.device]:
 
     Args:
         device: The device the user asked for.
+
+    Raises:
+        ValueError: If torchrun started more processes on this machine than it has GPUs
+            (for a CUDA ``device`` without an index).
     """
     if not launched_by_torchrun() or (dist.is_available() and dist.is_initialized()):
         yield device
         return
     if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        local, count = int(os.environ["LOCAL_RANK"]), torch.cuda.device_count()
+        if local >= count:
+            raise ValueError(
+                f"torchrun started process {local} on a machine with {count} GPU(s); "
+                f"start at most {count} per machine (--nproc-per-node {count})"
+            )
+        device = torch.device("cuda", local)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")

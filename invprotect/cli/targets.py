@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -34,7 +34,11 @@ def training_processes(device: str) -> Iterator[torch.device]:
     device of ``--device``). While the block runs, ranks other than 0 print nothing
     (rank 0 shows progress for all); a crash report after it is printed by every rank.
     """
-    with distributed.process_group(pick_device(device)) as chosen:
+    with ExitStack() as stack:
+        try:
+            chosen = stack.enter_context(distributed.process_group(pick_device(device)))
+        except ValueError as error:  # more processes than GPUs
+            raise fail(str(error)) from None
         console.quiet = not distributed.is_main()
         try:
             yield chosen

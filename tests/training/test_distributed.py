@@ -47,10 +47,10 @@ PROTECTOR = ProtectorTrainingConfig(
     attacks={"identity": 1.0, "gaussian_noise": 1.0, "jpeg_ss": 1.0},
     precision="fp32",
 )
-DEADLINE_SECONDS = 300
-"""A run of 2 processes takes 2-5 s here; past this it hangs (a rank waiting for a dead one)."""
 CLASSIFIER = ClassifierTrainingConfig(epochs=2, batch_size=10, precision="fp32")
 """35 images in batches of 10: the last batch of each epoch (5) splits 3 + 2."""
+DEADLINE_SECONDS = 300
+"""A run of 2 processes takes 2-5 s here; past this it hangs (a rank waiting for a dead one)."""
 
 
 def _free_port() -> int:
@@ -207,6 +207,20 @@ def test_one_process_without_a_group_is_rank_zero_of_one() -> None:
     module = nn.Linear(2, 2)
     assert distributed.wrap(module, torch.device("cpu")) is module
     assert distributed.sum_over_ranks([1.5, 2.0], torch.device("cpu")) == [1.5, 2.0]
+
+
+def test_more_processes_than_gpus_are_refused_before_joining(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    variables = dict(RANK="3", WORLD_SIZE="4", LOCAL_RANK="3", MASTER_ADDR="x", MASTER_PORT="1")
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert distributed.launched_by_torchrun()
+    with pytest.raises(ValueError, match="--nproc-per-node 2"):
+        with distributed.process_group(torch.device("cuda")):
+            pass
+    assert not dist.is_initialized()
 
 
 def test_protector_in_two_processes_matches_one_process(
