@@ -28,7 +28,6 @@ import kornia
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
-from torchvision.io import decode_jpeg, encode_jpeg
 
 from invprotect.attacks._checks import (
     check_images,
@@ -379,6 +378,8 @@ def real_jpeg(x: Tensor, quality: Tensor | int) -> Tensor:
             f"real_jpeg: quality must be an int or a tensor of shape ({x.shape[0]},); "
             f"received shape {tuple(qualities.shape)}"
         )
+    from torchvision.io import decode_jpeg, encode_jpeg  # imported on use: it takes seconds
+
     _check_quality(qualities, "real_jpeg")
     with torch.no_grad():
         pixels = torch.round(x.detach().clamp(0, 1) * 255).to("cpu", torch.uint8)

@@ -20,7 +20,6 @@ import kornia
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
-from torchvision.io import decode_jpeg, encode_jpeg
 
 from invprotect.defences._base import Defence, GeneratorArg, draw, resolve_generator
 
@@ -68,6 +67,8 @@ def jpeg_compress(images: Tensor, quality: int) -> Tensor:
     Returns:
         The decoded images, float, on the 8-bit grid, on the input's device.
     """
+    from torchvision.io import decode_jpeg, encode_jpeg  # imported on use: it takes seconds
+
     quality = _check_quality(quality)
     as_bytes = images.detach().clamp(0, 1).mul(255).round().to("cpu", torch.uint8)
     with warnings.catch_warnings():

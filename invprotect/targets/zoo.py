@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 from torch import Tensor, nn
-from torchvision import models
 
 from invprotect._registry import Registry
 
@@ -191,6 +191,13 @@ def mobilenet_small(num_classes: int, input_size: int) -> nn.Module:
     )
 
 
+def _torchvision_models() -> ModuleType:
+    """``torchvision.models``, imported on first use (importing torchvision takes seconds)."""
+    from torchvision import models
+
+    return models
+
+
 def _small_stem(stem_out: int) -> nn.Conv2d:
     return nn.Conv2d(3, stem_out, 3, stride=1, padding=1, bias=False)
 
@@ -198,14 +205,14 @@ def _small_stem(stem_out: int) -> nn.Conv2d:
 @_ARCHS.register("vgg16")
 def vgg16(num_classes: int, input_size: int) -> nn.Module:
     """VGG16 with batch norm from torchvision; below 64 pixels the classifier takes the 1x1 map."""
-    net = models.vgg16_bn(weights=None, num_classes=num_classes)
+    net = _torchvision_models().vgg16_bn(weights=None, num_classes=num_classes)
     if input_size < _SMALL_INPUT:
         net.avgpool = nn.AdaptiveAvgPool2d(1)
         net.classifier = nn.Sequential(nn.Dropout(0.5), nn.Linear(512, num_classes))
     return net
 
 
-def _adapt_resnet(net: models.ResNet, input_size: int) -> models.ResNet:
+def _adapt_resnet(net: nn.Module, input_size: int) -> nn.Module:
     if input_size < _SMALL_INPUT:
         net.conv1 = _small_stem(net.conv1.out_channels)
         net.maxpool = nn.Identity()
@@ -215,19 +222,23 @@ def _adapt_resnet(net: models.ResNet, input_size: int) -> models.ResNet:
 @_ARCHS.register("resnet50")
 def resnet50(num_classes: int, input_size: int) -> nn.Module:
     """ResNet-50 from torchvision (3x3 stride-1 stem without max-pool below 64 pixels)."""
-    return _adapt_resnet(models.resnet50(weights=None, num_classes=num_classes), input_size)
+    return _adapt_resnet(
+        _torchvision_models().resnet50(weights=None, num_classes=num_classes), input_size
+    )
 
 
 @_ARCHS.register("resnet101")
 def resnet101(num_classes: int, input_size: int) -> nn.Module:
     """ResNet-101 from torchvision (3x3 stride-1 stem without max-pool below 64 pixels)."""
-    return _adapt_resnet(models.resnet101(weights=None, num_classes=num_classes), input_size)
+    return _adapt_resnet(
+        _torchvision_models().resnet101(weights=None, num_classes=num_classes), input_size
+    )
 
 
 @_ARCHS.register("densenet121")
 def densenet121(num_classes: int, input_size: int) -> nn.Module:
     """DenseNet-121 from torchvision (3x3 stride-1 stem without max-pool below 64 pixels)."""
-    net = models.densenet121(weights=None, num_classes=num_classes)
+    net = _torchvision_models().densenet121(weights=None, num_classes=num_classes)
     if input_size < _SMALL_INPUT:
         net.features.conv0 = _small_stem(net.features.conv0.out_channels)
         net.features.pool0 = nn.Identity()
