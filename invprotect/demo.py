@@ -57,13 +57,13 @@ class DemoConfig:
     """
 
     target_archs: tuple[str, ...] = ("resnet_small", "convnet_small")
-    train_images: int = 5_000
+    train_images: int = 4_500
     target_epochs: int = 3
-    protector_steps: int = 250
+    protector_steps: int = 220
     protector_lr: float = 6e-4
     batch_size: int = 16
     target_psnr: float = 30.0
-    test_per_class: int = 50
+    test_per_class: int = 40
     seed: int = 0
 
 
