@@ -159,6 +159,13 @@ def _weights(out: Path, rank: int = 0) -> dict[str, torch.Tensor]:
     return load_file(out / f"rank{rank}.safetensors")
 
 
+def _assert_same_weights(expected: torch.nn.Module, actual: torch.nn.Module) -> None:
+    for (name, a), b in zip(
+        expected.state_dict().items(), actual.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
 def _assert_ranks_identical(out: Path) -> None:
     """DDP keeps every parameter (and the spectral-norm vectors) identical on all ranks."""
     zero, one = _weights(out, 0), _weights(out, 1)
@@ -282,10 +289,7 @@ def test_protector_resumes_from_weights_newer_than_their_config(
     events = train_protector(resumed, ensemble, images, PROTECTOR, state)
     assert [e.step for e in events] == [4]
     train_protector(straight, ensemble, images, PROTECTOR)
-    for (name, a), b in zip(
-        straight.state_dict().items(), resumed.state_dict().values(), strict=True
-    ):
-        assert torch.equal(a, b), name
+    _assert_same_weights(straight, resumed)
 
 
 def test_classifier_resumes_from_weights_newer_than_their_config(
@@ -307,10 +311,7 @@ def test_classifier_resumes_from_weights_newer_than_their_config(
     resumed, straight = (_fresh_classifier(train.classes, batch_norm=True) for _ in "ab")
     assert [h["epoch"] for h in train_classifier(resumed, train, None, config, state)] == [3]
     train_classifier(straight, train, None, config)
-    for (name, a), b in zip(
-        straight.state_dict().items(), resumed.state_dict().values(), strict=True
-    ):
-        assert torch.equal(a, b), name
+    _assert_same_weights(straight, resumed)
 
 
 def test_classifier_in_two_processes_matches_one_process(
