@@ -786,7 +786,7 @@ def _finish_exact(
     alpha = item.alpha[: record.height, : record.width] if item.alpha is not None else None
     try:
         restored = restored[:, : record.height, : record.width]
-        image = rebuild_image(restored, alpha, record.mode, record.extra)
+        image = rebuild_image(restored, alpha, record.mode, record.extra, approximate=not promised)
         data = encode_recovered(image, record.extra.get("metadata", {}))
     except ValueError as error:
         context.report.failed.append((item.job.relative, f"{item.job.source}: {error}"))

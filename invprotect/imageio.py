@@ -379,13 +379,22 @@ def prepare_image(image: Image.Image, metadata: dict[str, Any] | None = None) ->
 
 
 def rebuild_image(
-    rgb: Tensor, alpha: np.ndarray | None, mode: str, extra: dict[str, Any]
+    rgb: Tensor,
+    alpha: np.ndarray | None,
+    mode: str,
+    extra: dict[str, Any],
+    approximate: bool = False,
 ) -> Image.Image:
     """The inverse of `prepare_image`: an image of the original mode from RGB (+ alpha).
 
+    With ``approximate`` (a recovery known not to be exact) pixels that ``mode`` cannot
+    hold are brought into it, as close as it allows: to gray (PIL's luma) for gray modes,
+    to the nearest palette colour for palette images. Otherwise they are an error, since
+    an exact recovery of such a file is always expressible in its mode.
+
     Raises:
-        ValueError: If the pixels cannot be expressed in ``mode`` (not an unaltered
-            recovery) or ``extra`` is malformed.
+        ValueError: If the pixels cannot be expressed in ``mode`` (and ``approximate`` is
+            off) or ``extra`` is malformed.
     """
     pixels = rgb.permute(1, 2, 0).contiguous().numpy()
     if mode in ("RGBA", "LA") and (alpha is None or alpha.shape != pixels.shape[:2]):
@@ -397,7 +406,9 @@ def rebuild_image(
     gray = pixels[..., 0]
     if mode in ("L", "LA", "1"):
         if not (np.array_equal(gray, pixels[..., 1]) and np.array_equal(gray, pixels[..., 2])):
-            raise ValueError(f"recovered pixels are not gray, cannot rebuild mode {mode}")
+            if not approximate:
+                raise ValueError(f"recovered pixels are not gray, cannot rebuild mode {mode}")
+            gray = np.asarray(Image.fromarray(pixels, "RGB").convert("L"))
         if mode == "L":
             return Image.fromarray(gray, "L")
         if mode == "LA":
@@ -411,6 +422,8 @@ def rebuild_image(
             indices = np.frombuffer(raw, dtype=np.uint8).reshape(gray.shape)
         else:
             indices = _quantize_to_palette(pixels, extra["palette"])
+            if indices is None and approximate:
+                indices = _nearest_palette_colours(pixels, extra["palette"])
             if indices is None:
                 raise ValueError("recovered colours are not in the palette")
         image = Image.fromarray(indices, "P")
@@ -420,6 +433,15 @@ def rebuild_image(
             image.info["transparency"] = bytes(value) if isinstance(value, list) else value
         return image
     raise ValueError(f"cannot rebuild mode {mode!r}")
+
+
+def _nearest_palette_colours(pixels: np.ndarray, palette: list[int]) -> np.ndarray:
+    """Index of the nearest palette colour (squared RGB distance, first on ties) per pixel."""
+    colours = np.asarray(palette, dtype=np.int64).reshape(-1, 3)
+    unique, inverse = np.unique(pixels.reshape(-1, 3).astype(np.int64), axis=0, return_inverse=True)
+    distances = ((unique[:, None, :] - colours[None, :, :]) ** 2).sum(-1)
+    nearest = distances.argmin(1).astype(np.uint8)
+    return nearest[inverse.reshape(-1)].reshape(pixels.shape[:2])
 
 
 def _quantize_to_palette(pixels: np.ndarray, palette: list[int]) -> np.ndarray | None:
