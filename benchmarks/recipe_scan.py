@@ -12,7 +12,9 @@ For each recipe: train a protector against the targets, then measure what a thie
 ``convnet_small``), the families no protector sees (``--unseen``, default ``vgg_small``; missing
 ones are left out), ``comdefend-seen`` (the ComDefend a recipe may train through) and
 ``comdefend-unseen`` (the thief's: another seed, other training images).
-Results: one JSON per recipe under ``--out``, lines on stdout.
+Results: one JSON per recipe under ``--out``, lines on stdout. A rerun skips recipes with a
+JSON and measures a protector already saved under ``--out`` instead of training it again
+(its ``train_s`` is then ``null``).
 
 Example::
 
@@ -183,19 +185,23 @@ def main() -> None:
             print(name, path.read_text(), flush=True)
             continue
         started = time.time()
-        config = ProtectorTrainingConfig(
-            steps=args.steps,
-            target_psnr=args.target_psnr,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            **table[name],
-        )
-        torch.manual_seed(0)
-        raeg = RAEG.from_preset("cpu-32")
-        train_protector(raeg, Ensemble(targets), train, config)
-        raeg.eval()
-        raeg.save(args.out / f"{name}-{args.steps}-protector")
-        trained_s = time.time() - started
+        saved = args.out / f"{name}-{args.steps}-protector"
+        if (saved / "config.json").is_file():  # trained by an interrupted run: measure it
+            raeg, trained_s = RAEG.load(saved).eval(), None
+        else:
+            config = ProtectorTrainingConfig(
+                steps=args.steps,
+                target_psnr=args.target_psnr,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                **table[name],
+            )
+            torch.manual_seed(0)
+            raeg = RAEG.from_preset("cpu-32")
+            train_protector(raeg, Ensemble(targets), train, config)
+            raeg.eval()
+            raeg.save(saved)
+            trained_s = time.time() - started
         protected_test = protect_images(raeg, test_sub.images)
         x, p = test_sub.images.float() / 255, protected_test.float() / 255
         quality = {
