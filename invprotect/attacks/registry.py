@@ -61,6 +61,7 @@ def create_attack(name: str, **hparams: Any) -> Attack:
         ValueError: If a hyper-parameter range is invalid.
 
     Example:
+        >>> import torch
         >>> attack = create_attack("gaussian_noise", sigma=(0.01, 0.02))
         >>> attack(torch.rand(2, 3, 8, 8)).shape
         torch.Size([2, 3, 8, 8])

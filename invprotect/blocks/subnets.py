@@ -122,6 +122,7 @@ def create_subnet(name: str, c_in: int, c_out: int, **kwargs: Any) -> nn.Module:
     """Build the subnet registered as ``name``; keyword arguments that are ``None`` are dropped.
 
     Example:
+        >>> import torch
         >>> net = create_subnet("conv", 6, 12, hidden_channels=16)
         >>> net(torch.zeros(1, 6, 8, 8)).shape
         torch.Size([1, 12, 8, 8])

@@ -78,9 +78,20 @@ class InvertibleUNet(InvertibleModule):
         split_fraction: See `UNetConfig`.
 
     Example:
+        A fresh network is the identity; with random weights it is still exactly
+        invertible, and its log-determinant is no longer zero:
+
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
         >>> net = InvertibleUNet([(3, 32, 32)], levels=2, blocks_per_level=1, hidden_channels=8)
-        >>> x = torch.rand(2, 3, 32, 32)
-        >>> (y,), log_det = net([x])
+        >>> net = net.eval()  # spectral norm updates in train mode
+        >>> with torch.no_grad():
+        ...     for weight in net.parameters():
+        ...         _ = weight.add_(0.01 * torch.randn_like(weight))
+        ...     x = torch.rand(2, 3, 32, 32)
+        ...     (y,), log_det = net([x])
+        >>> bool((y - x).abs().mean() > 0.01), bool(torch.all(log_det != 0))
+        (True, True)
         >>> torch.allclose(net.inverse(y), x, atol=1e-5)
         True
     """

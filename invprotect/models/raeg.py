@@ -179,9 +179,20 @@ class RAEG(nn.Module, Protector):
             targets, measured PSNR and accuracy, ...).
 
     Example:
+        A fresh RAEG is the identity; with random weights it changes the image and
+        still inverts it (away from the clip at 0 and 1):
+
+        >>> import torch
+        >>> _ = torch.manual_seed(0)
         >>> raeg = RAEG.from_preset("cpu-32").eval()
-        >>> x = torch.rand(2, 3, 32, 32)
-        >>> torch.allclose(raeg.recover(raeg.protect(x)), x, atol=1e-5)
+        >>> with torch.no_grad():
+        ...     for weight in raeg.generator.parameters():
+        ...         _ = weight.add_(0.003 * torch.randn_like(weight))
+        ...     x = 0.25 + 0.5 * torch.rand(2, 3, 32, 32)
+        ...     protected = raeg.protect(x)
+        >>> bool((protected - x).abs().mean() > 0.01)
+        True
+        >>> torch.allclose(raeg.recover(protected), x, atol=1e-5)
         True
     """
 
