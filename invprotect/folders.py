@@ -10,6 +10,17 @@ makes a second run stop with a message naming the holder; a lock left by a dead 
 on this host is taken over. Temporary files of writes killed midway are removed when a
 run starts.
 
+Sharded runs (``shard``, see `invprotect.sharding`): shard K of N does, and reports, only
+the files it owns. It holds its own lock (``.invprotect.shard-K-of-N.lock``), so the
+shards of one set run at the same time, on one machine or several sharing DST, while a
+second run of the same shard, a shard of another N and an unsharded run are refused. It
+appends its entries to its own manifest part, ``DST/manifest.shard-K-of-N.jsonl``, and
+when it ends folds the part into ``manifest.jsonl`` (under a short merge lock, by an
+atomic rewrite sorted by path) and deletes it: a finished set has one manifest, whatever
+order its shards ran, or ran again, in. A part left by an interrupted shard is folded in
+by the next run that starts on DST, so its files are not protected twice. A shard
+removes only the stale temporary files of its own outputs.
+
 Protection appends one JSON line per finished image to ``DST/manifest.jsonl`` (keyed
 digests only, see `invprotect.record`). A run started again skips an image only when its
 manifest entry, its output file and its source still agree: a changed source or a
@@ -31,9 +42,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +53,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from invprotect.checkpoint import atomic_write_bytes, remove_stale_temporaries
+from invprotect.checkpoint import (
+    TEMPORARY_NAME,
+    atomic_write_bytes,
+    remove_stale_temporaries,
+)
 from invprotect.imageio import (
     IMAGE_SUFFIXES,
     BadImageError,
@@ -56,11 +72,18 @@ from invprotect.metrics import psnr, ssim
 from invprotect.models.protector import Protector
 from invprotect.pngio import PNG_SIGNATURE, encode_png, iter_chunks
 from invprotect.record import RECORD_CHUNK, BadRecordError, RecordKeys, RecoveryRecord
+from invprotect.sharding import Shard
 
 MANIFEST = "manifest.jsonl"
 """Name of the manifest written into the destination folder."""
 LOCK_FILE = ".invprotect.lock"
 """Name of the lock file a run holds in its destination folder."""
+MERGE_LOCK = ".invprotect.merge.lock"
+"""Name of the lock file held while manifest parts are folded into the manifest."""
+MERGE_WAIT_SECONDS = 300.0
+"""How long a shard waits for another one's merge before giving up."""
+_SHARD_LOCK = re.compile(r"\.invprotect\.shard-(\d+)-of-(\d+)\.lock")
+_PART = re.compile(r"manifest\.shard-(\d+)-of-(\d+)\.jsonl")
 _ENTRY_FIELDS = ("path", "output", "original_mac", "protected_file_sha256", "key_id")
 
 
@@ -114,12 +137,25 @@ def output_root(src: Path, dst: Path) -> Path:
     return dst
 
 
-def scan_tree(src: Path, dst: Path, ignore: frozenset[str] = frozenset()) -> TreeScan:
+def scan_tree(
+    src: Path, dst: Path, ignore: frozenset[str] = frozenset(), shard: Shard | None = None
+) -> TreeScan:
     """The image files under ``src`` (or ``src`` itself) with their PNG outputs under ``dst``.
 
     Links to folders are not followed. ``ignore`` holds paths relative to ``src`` that
-    are left out without a word (such as the manifest of a protected tree).
+    are left out without a word (such as the manifest of a protected tree). With
+    ``shard``, only the jobs and entries that shard owns (outputs shared by two inputs
+    are found over the whole tree first).
     """
+    if shard is not None:
+        whole = scan_tree(src, dst, ignore)
+        return TreeScan(
+            [job for job in whole.jobs if shard.owns(job.relative)],
+            *(
+                [entry for entry in entries if shard.owns(entry[0])]
+                for entries in (whole.failed, whole.skipped, whole.linked)
+            ),
+        )
     scan = TreeScan()
     if src.is_file():
         output = dst if output_root(src, dst) != dst else dst / f"{src.stem}.png"
@@ -185,9 +221,11 @@ def _file_problem(path: Path, name: str) -> tuple[str, str] | None:
     return None
 
 
-def collect_jobs(src: Path, dst: Path) -> tuple[list[Job], list[tuple[str, str]]]:
+def collect_jobs(
+    src: Path, dst: Path, shard: Shard | None = None
+) -> tuple[list[Job], list[tuple[str, str]]]:
     """The jobs of `scan_tree` and the entries that failed (its skipped entries left out)."""
-    scan = scan_tree(src, dst)
+    scan = scan_tree(src, dst, shard=shard)
     return scan.jobs, scan.failed
 
 
@@ -334,11 +372,14 @@ def _checked_paths(src: Path, dst: Path) -> tuple[Path, Path, Path]:
 
 
 @contextlib.contextmanager
-def _destination(root: Path, report: TreeReport) -> Iterator[None]:
+def _destination(
+    root: Path, report: TreeReport, shard: Shard | None = None, outputs: Iterable[Path] = ()
+) -> Iterator[None]:
     """Create ``root``, hold its lock and remove stale temporary files while the run works.
 
     On exit the lock is released and ``root`` removed again if this run created it and
-    wrote nothing into it.
+    wrote nothing into it. A ``shard`` holds its own lock and removes only the temporary
+    files of its ``outputs`` and of its manifest part.
 
     Raises:
         DestinationError: If ``root`` is a file, cannot be created or written, or is
@@ -351,9 +392,12 @@ def _destination(root: Path, report: TreeReport) -> Iterator[None]:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise DestinationError(f"cannot create DST {root}: {error.strerror}") from None
-    lock = _acquire_lock(root)
+    lock = _acquire_lock(root, shard)
     try:
-        stale = remove_stale_temporaries(root)
+        if shard is None:
+            stale = remove_stale_temporaries(root)
+        else:
+            stale = _remove_temporaries_of(root, {*outputs, root / manifest_part(shard)})
         if stale:
             report.warnings.append(f"removed {len(stale)} temporary files of an interrupted run")
         yield
@@ -364,32 +408,197 @@ def _destination(root: Path, report: TreeReport) -> Iterator[None]:
                 root.rmdir()  # only succeeds when nothing was written
 
 
-def _acquire_lock(root: Path) -> Path:
-    path = root / LOCK_FILE
+def manifest_part(shard: Shard) -> str:
+    """Name of the manifest part ``shard`` appends to in DST: ``manifest.shard-K-of-N.jsonl``."""
+    return f"manifest.{shard.tag}.jsonl"
+
+
+def _lock_name(shard: Shard | None) -> str:
+    return LOCK_FILE if shard is None else f".invprotect.{shard.tag}.lock"
+
+
+def _acquire_lock(root: Path, shard: Shard | None = None) -> Path:
+    """Take the lock of an unsharded run, or of ``shard``, in ``root``; returns its path.
+
+    Raises:
+        DestinationLockedError: If a live process holds the same lock, or a lock of a
+            run that cannot share ``root`` with this one (see `_refuse_other_sets`).
+        DestinationError: If the lock file cannot be written.
+    """
+    path = root / _lock_name(shard)
+    other = _create_lock(path)
+    if other is not None:
+        which = "" if shard is None else f" for shard {shard}"
+        raise DestinationLockedError(
+            f"DST {root} is in use{which} by {_who(other)} (lock file {path}); wait for "
+            "that run, or delete the lock file if it is not running"
+        )
+    try:
+        _refuse_other_sets(root, shard)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _create_lock(path: Path) -> dict | None:
+    """Create the lock file ``path`` naming this process; ``None`` then, else its holder.
+
+    A lock whose holder died on this host is taken over, once.
+
+    Raises:
+        DestinationError: If the lock file cannot be written.
+    """
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.ctime()}
-    for attempt in range(2):
+    took_over = recreated = False
+    while True:
         try:
             handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except FileExistsError:
             other = _lock_holder(path)
-            if attempt == 0 and _is_dead(other):
-                path.unlink(missing_ok=True)
-                continue
-            who = (
-                f"process {other.get('pid')} on {other.get('host')} since {other.get('since')}"
-                if other
-                else "an unknown process"
-            )
-            raise DestinationLockedError(
-                f"DST {root} is in use by {who} (lock file {path}); wait for that run, or "
-                "delete the lock file if it is not running"
-            ) from None
+            if took_over or not _is_dead(other):
+                return other
+            path.unlink(missing_ok=True)
+            took_over = True
+            continue
+        except FileNotFoundError:
+            if recreated:  # removed again: someone else manages this folder
+                raise DestinationError(
+                    f"cannot write into DST {path.parent}: it was removed while starting"
+                ) from None
+            # an empty DST is removed by a run (another shard) that wrote nothing
+            path.parent.mkdir(parents=True, exist_ok=True)
+            recreated = True
+            continue
         except OSError as error:
-            raise DestinationError(f"cannot write into DST {root}: {error.strerror}") from None
+            raise DestinationError(
+                f"cannot write into DST {path.parent}: {error.strerror}"
+            ) from None
         with os.fdopen(handle, "w") as file:
             file.write(json.dumps(holder) + "\n")
-        return path
-    raise DestinationLockedError(f"DST {root}: could not take over the stale lock {path}")
+        return None
+
+
+def _who(holder: dict) -> str:
+    if not holder:
+        return "an unknown process"
+    return f"process {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
+
+
+def _refuse_other_sets(root: Path, shard: Shard | None) -> None:
+    """Refuse to share ``root`` with a live run that is not another shard of the same set.
+
+    Shards of one set (the same N) share DST; an unsharded run shares it with no one.
+    Locks of dead processes on this host are removed.
+
+    Raises:
+        DestinationLockedError: If such a run holds a lock in ``root``.
+    """
+    mine = _lock_name(shard)
+    for path in sorted(root.iterdir()):
+        match = _SHARD_LOCK.fullmatch(path.name)
+        if path.name == mine or not (match or path.name == LOCK_FILE):
+            continue
+        if shard is not None and match and int(match[2]) == shard.count:
+            continue
+        other = _lock_holder(path)
+        if _is_dead(other):
+            path.unlink(missing_ok=True)
+            continue
+        running = "an unsharded run" if match is None else f"shard {match[1]}/{match[2]}"
+        this = "an unsharded run" if shard is None else f"shard {shard}"
+        raise DestinationLockedError(
+            f"DST {root}: expected only shards of one set (the same N) to run in it at once, "
+            f"but {running} holds it ({_who(other)}, lock file {path}) and this is {this}; "
+            "wait for that run, give every shard the same N, or delete the lock file if it "
+            "is not running"
+        )
+
+
+@contextlib.contextmanager
+def _merge_lock(root: Path, wait: float = MERGE_WAIT_SECONDS) -> Iterator[None]:
+    """Hold ``root``'s merge lock for the block (waiting up to ``wait`` seconds for it).
+
+    Raises:
+        DestinationLockedError: If another process holds it for longer than ``wait``.
+    """
+    path = root / MERGE_LOCK
+    deadline = time.monotonic() + wait
+    while (other := _create_lock(path)) is not None:
+        if time.monotonic() > deadline:
+            raise DestinationLockedError(
+                f"DST {root}: expected the manifest's merge to take seconds, but "
+                f"{_who(other)} has held it for over {wait:.0f} s (lock file {path}); "
+                "delete the lock file if that process is not running"
+            )
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _idle_parts(root: Path, shard: Shard | None) -> list[Path]:
+    """The manifest parts in ``root`` no other live shard appends to (this ``shard``'s too)."""
+    parts = []
+    for path in sorted(root.iterdir()):
+        match = _PART.fullmatch(path.name)
+        if match is None or path.is_symlink() or not path.is_file():
+            continue
+        owner = Shard(int(match[1]), int(match[2])) if int(match[1]) < int(match[2]) else None
+        lock = root / _lock_name(owner) if owner is not None else None
+        if owner != shard and lock is not None and lock.exists():
+            if not _is_dead(_lock_holder(lock)):
+                continue
+        parts.append(path)
+    return parts
+
+
+def _fold_parts(root: Path, parts: list[Path], warnings: list[str]) -> None:
+    """Fold manifest ``parts`` into ``root/manifest.jsonl`` and delete them (hold `_merge_lock`).
+
+    The manifest is rewritten atomically, sorted by path; an entry of a part replaces
+    the manifest's entry for the same file. Temporary files of an interrupted rewrite
+    are removed.
+    """
+    if not parts:
+        return
+    manifest = root / MANIFEST
+    for stale in root.glob(f".{MANIFEST}.*.tmp"):
+        if TEMPORARY_NAME.fullmatch(stale.name) and not stale.is_symlink():
+            stale.unlink(missing_ok=True)
+    entries = read_manifest(manifest, warnings)
+    for part in parts:
+        entries.update(read_manifest(part, warnings))
+    _write_manifest(manifest, dict(sorted(entries.items())))
+    for part in parts:
+        part.unlink(missing_ok=True)
+
+
+def _remove_temporaries_of(root: Path, targets: set[Path]) -> list[Path]:
+    """Delete the temporary files of `atomic_write_bytes` under ``root`` for ``targets`` only."""
+    removed = []
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder) / name
+            if not TEMPORARY_NAME.fullmatch(name) or path.is_symlink():
+                continue
+            if Path(folder) / name[1:].rsplit(".", 2)[0] in targets and path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def _bookkeeping(root: Path) -> frozenset[str]:
+    """Names of the manifest, its parts and the lock files in ``root`` (never images)."""
+    names = {MANIFEST, LOCK_FILE, MERGE_LOCK}
+    with contextlib.suppress(OSError):
+        names |= {
+            path.name
+            for path in root.iterdir()
+            if _PART.fullmatch(path.name) or _SHARD_LOCK.fullmatch(path.name)
+        }
+    return frozenset(names)
 
 
 def _lock_holder(path: Path) -> dict:
@@ -445,34 +654,42 @@ def protect_tree(
     protector: Protector,
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
+    shard: Shard | None = None,
 ) -> TreeReport:
     """Protect every image under ``src`` into ``dst`` (PNG with a sealed recovery record).
 
     ``protector`` is any `Protector` (`RAEG`, or a baseline `RAE` or `RIT`); its
-    `Protector.encode` makes the pixels and record bytes of each file.
+    `Protector.encode` makes the pixels and record bytes of each file. With ``shard``
+    (of more than one), only that shard's files, with the same bytes as an unsharded
+    run, and their manifest entries go through the shard's part (see the module's notes).
 
     Raises:
         ValueError: If ``src`` does not exist or the manifest cannot be read.
         DestinationError: If ``dst`` overlaps ``src``, cannot be written, is locked by
             another run, or holds files protected under another key.
     """
+    shard = None if shard is None or shard.count == 1 else shard
     src, dst, root = _checked_paths(src, dst)
-    scan = scan_tree(src, dst)
+    scan = scan_tree(src, dst, shard=shard)
     report = TreeReport(failed=list(scan.failed), skipped_files=list(scan.skipped))
     report.warnings += [f"{relative}: {note}" for relative, note in scan.linked]
     keys = protector.keys
     manifest_path = root / MANIFEST
-    if manifest_path.is_symlink() or (manifest_path.exists() and not manifest_path.is_file()):
-        raise DestinationError(f"{manifest_path} is a link or not a file; refusing to write it")
-    with _destination(root, report):
-        done = read_manifest(manifest_path, report.warnings)
+    own_path = manifest_path if shard is None else root / manifest_part(shard)
+    for path in (manifest_path, own_path):
+        if path.is_symlink() or (path.exists() and not path.is_file()):
+            raise DestinationError(f"{path} is a link or not a file; refusing to write it")
+    with _destination(root, report, shard, [job.output for job in scan.jobs]):
+        with _merge_lock(root):
+            _fold_parts(root, _idle_parts(root, shard), report.warnings)
+            done = read_manifest(manifest_path, report.warnings)
         others = sorted({str(e.get("key_id")) for e in done.values()} - {keys.key_id, "None"})
         if others:
             raise DestinationError(
                 f"DST {root} holds files protected under another key ({others[0][:12]}...); "
                 "protect into a new folder, or use the protector that protected them"
             )
-        if not _manifest_is_clean(manifest_path, done):
+        if shard is None and not _manifest_is_clean(manifest_path, done):
             _write_manifest(manifest_path, done)
         redone = False
         for batch in _batches(scan.jobs, batch_size):
@@ -497,11 +714,14 @@ def protect_tree(
                     report.failed.append((job.relative, unsafe))
                     continue
                 todo.append((job, source, mac))
-            _protect_batch(protector, keys, todo, root, manifest_path, report)
+            _protect_batch(protector, keys, todo, root, own_path, report)
             if progress is not None:
                 progress(len(batch))
         if redone:
-            _write_manifest(manifest_path, read_manifest(manifest_path))
+            _write_manifest(own_path, read_manifest(own_path))
+        if shard is not None and own_path.exists():
+            with _merge_lock(root):
+                _fold_parts(root, [own_path], report.warnings)
     return report
 
 
@@ -609,6 +829,7 @@ def recover_tree(
     protector: Protector,
     batch_size: int = 64,
     progress: Callable[[int], None] | None = None,
+    shard: Shard | None = None,
 ) -> TreeReport:
     """Recover every protected PNG under ``src`` into ``dst``, in each original's mode.
 
@@ -619,14 +840,16 @@ def recover_tree(
     approximately and listed in ``TreeReport.altered``. Untouched files that the protector
     recovers approximately by design (RAE whose perturbation did not fit) are listed in
     ``TreeReport.approximate``. Outputs that exist already are skipped only when they
-    decode to the recorded original; others are recovered again.
+    decode to the recorded original; others are recovered again. With ``shard`` (of
+    more than one), only that shard's files.
 
     Raises:
         ValueError: If ``src`` does not exist.
         DestinationError: If ``dst`` overlaps ``src``, cannot be written or is locked.
     """
+    shard = None if shard is None or shard.count == 1 else shard
     src, dst, root = _checked_paths(src, dst)
-    scan = scan_tree(src, dst, ignore=frozenset({MANIFEST, LOCK_FILE}))
+    scan = scan_tree(src, dst, ignore=_bookkeeping(src), shard=shard)
     report = TreeReport(failed=list(scan.failed), skipped_files=list(scan.skipped))
     report.warnings += [f"{relative}: {note}" for relative, note in scan.linked]
     expected = read_manifest(src / MANIFEST, report.warnings) if src.is_dir() else {}
@@ -636,7 +859,7 @@ def recover_tree(
         if isinstance(entry.get("output"), str)
     }
     keys = protector.keys
-    with _destination(root, report):
+    with _destination(root, report, shard, [job.output for job in scan.jobs]):
         for batch in _batches(scan.jobs, batch_size):
             opened = []
             for job in batch:

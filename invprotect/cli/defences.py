@@ -15,6 +15,7 @@ from invprotect.checkpoint import CONFIG_FILE, CheckpointError, atomic_write_byt
 from invprotect.cli.app import ThreadsOption, app
 from invprotect.cli.paths import check_output_folder
 from invprotect.cli.progress import console, fail, progress_bar
+from invprotect.cli.shards import ShardOption, resolve_shard
 from invprotect.data import default_cache_dir, load_image_set, train_test_split
 from invprotect.defences import (
     COMDEFEND_PRESETS,
@@ -115,13 +116,16 @@ def purify(
     ] = 0,
     overwrite: Annotated[bool, typer.Option(help="Recompute outputs that already exist.")] = False,
     threads: ThreadsOption = None,
+    shard: ShardOption = None,
 ) -> None:
     """Apply a defence to images, as a thief would before training on them.
 
     Writes PNG files (lossless) to DST, keeping the relative paths of SRC; SRC is never
     modified. Outputs that already exist are skipped, so an interrupted run resumes
     where it stopped. Unreadable files are reported and skipped; the exit code is then 1.
+    With --shard (or under torchrun) only one shard's files, with the same bytes.
     """
+    shard = resolve_shard(shard)
     try:
         name, kwargs = parse_defence_spec(defence)
         model = create_defence(name, **kwargs)
@@ -142,6 +146,9 @@ def purify(
         raise fail(f"the output {jobs[0].output} would replace SRC; choose another DST")
     if not jobs and not failures:
         raise fail(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {src}")
+    if shard is not None:
+        jobs = [job for job in jobs if shard.owns(job.relative)]
+        failures = [(relative, reason) for relative, reason in failures if shard.owns(relative)]
     if src.is_dir():
         record = {"defence": _canonical_spec(name, kwargs)}
         if model.stochastic:
@@ -151,7 +158,8 @@ def purify(
     skipped = len(jobs) - len(todo)
     written = 0
     with progress_bar() as bar:
-        task = bar.add_task(name, total=len(todo), status="")
+        label = name if shard is None else f"{name} {shard}"
+        task = bar.add_task(label, total=len(todo), status="")
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             written += _purify_batch(model, batch, seed, failures)
@@ -166,6 +174,8 @@ def purify(
         "failed": len(failures),
         "dst": str(dst),
     }
+    if shard is not None:
+        summary["shard"] = str(shard)
     typer.echo(json.dumps(summary))
     if failures:
         raise typer.Exit(1)

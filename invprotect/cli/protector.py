@@ -17,6 +17,7 @@ from invprotect.checkpoint import CONFIG_FILE, CheckpointError
 from invprotect.cli.app import DeviceOption, ThreadsOption, app
 from invprotect.cli.paths import check_output_folder
 from invprotect.cli.progress import console, fail, progress_bar
+from invprotect.cli.shards import ShardOption, resolve_shard
 from invprotect.cli.targets import load_split, training_processes
 from invprotect.data import default_cache_dir
 from invprotect.device import pick_device
@@ -24,6 +25,7 @@ from invprotect.folders import (
     MANIFEST,
     TreeReport,
     collect_jobs,
+    manifest_part,
     protect_tree,
     read_manifest,
     recover_tree,
@@ -31,6 +33,7 @@ from invprotect.folders import (
 from invprotect.models import RAEG, RAEG_PRESETS
 from invprotect.models.protector import Protector
 from invprotect.protectors import load_protector
+from invprotect.sharding import Shard, worker_device
 from invprotect.targets import Classifier, Ensemble
 from invprotect.training.protector import (
     ProtectorEvent,
@@ -210,9 +213,13 @@ def _entries(manifest: Path) -> dict[str, dict]:
         return {}
 
 
-def _means(manifest: Path, before: dict[str, dict]) -> dict[str, float | None]:
+def _means(manifest: Path, before: dict[str, dict], shard: Shard | None) -> dict[str, float | None]:
     """Mean ``psnr`` and ``ssim`` of the manifest entries this run wrote (``None``: none had it)."""
-    written = [entry for path, entry in _entries(manifest).items() if before.get(path) != entry]
+    written = [
+        entry
+        for path, entry in _entries(manifest).items()
+        if before.get(path) != entry and (shard is None or shard.owns(path))
+    ]
     means: dict[str, float | None] = {}
     for key in ("psnr", "ssim"):
         values = [e[key] for e in written if isinstance(e.get(key), int | float)]
@@ -228,17 +235,29 @@ def _run_tree(
     targets: list[Path] | None,
     batch_size: int,
     device: str,
+    shard: Shard | None,
 ) -> TreeReport:
+    shard = resolve_shard(shard)
     _check_destination(src, dst)
+    try:
+        device = str(worker_device(pick_device(device)))
+    except ValueError as error:
+        raise fail(str(error)) from None
     loaded = load_protector_option(protector, device, targets, command == "protect")
-    jobs, _ = collect_jobs(src.resolve(), dst.resolve())
-    manifest = (dst.parent if src.is_file() and dst.suffix.lower() == ".png" else dst) / MANIFEST
-    before = _entries(manifest) if command == "protect" else {}
+    jobs, _ = collect_jobs(src.resolve(), dst.resolve(), shard)
+    root = dst.parent if src.is_file() and dst.suffix.lower() == ".png" else dst
+    manifest = root / MANIFEST
+    before: dict[str, dict] = {}
+    if command == "protect":
+        before = _entries(manifest)
+        if shard is not None and shard.count > 1:
+            before.update(_entries(root / manifest_part(shard)))
     work = protect_tree if command == "protect" else recover_tree
+    label = command if shard is None else f"{command} {shard}"
     try:
         with progress_bar() as bar:
-            task = bar.add_task(command, total=len(jobs), status="")
-            report = work(src, dst, loaded, batch_size, lambda n: bar.advance(task, n))
+            task = bar.add_task(label, total=len(jobs), status="")
+            report = work(src, dst, loaded, batch_size, lambda n: bar.advance(task, n), shard)
     except ValueError as error:
         raise fail(str(error)) from None
     for relative, reason in report.failed:
@@ -255,7 +274,7 @@ def _run_tree(
         console.print(f"[yellow]skipped[/] {escape(relative)}: {escape(str(reason))}")
     for message in report.warnings:
         console.print(f"[yellow]warning[/] {escape(message)}")
-    summary: dict[str, int | float | None] = {
+    summary: dict[str, int | float | str | None] = {
         "written": report.written,
         "skipped": report.skipped,
         "failed": len(report.failed),
@@ -265,8 +284,10 @@ def _run_tree(
         "skipped_files": len(report.skipped_files),
         "warnings": len(report.warnings),
     }
+    if shard is not None:
+        summary["shard"] = str(shard)
     if command == "protect":
-        means = _means(manifest, before)
+        means = _means(manifest, before, shard)
         quality = ""
         for key, name, unit, digits in (("psnr", "PSNR", " dB", 2), ("ssim", "SSIM", "", 3)):
             value = means[key]
@@ -295,13 +316,16 @@ def protect(
     batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Images per batch.")] = 64,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
+    shard: ShardOption = None,
 ) -> None:
     """Protect images; PNG output with a recovery record, manifest, resumable.
 
     Ends with one line of quality: files written and the mean PSNR (and SSIM, where the
-    manifest records it) of the protected images against the originals.
+    manifest records it) of the protected images against the originals. With --shard
+    (or under torchrun) only one shard's files; the shards together write the same
+    files and one manifest (see docs/scaling.md).
     """
-    _run_tree("protect", src, dst, protector, targets, batch_size, device)
+    _run_tree("protect", src, dst, protector, targets, batch_size, device, shard)
 
 
 @app.command("recover")
@@ -317,6 +341,10 @@ def recover(
     batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Images per batch.")] = 64,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
+    shard: ShardOption = None,
 ) -> None:
-    """Recover originals bit for bit; altered files approximately (and reported)."""
-    _run_tree("recover", src, dst, protector, targets, batch_size, device)
+    """Recover originals bit for bit; altered files approximately (and reported).
+
+    With --shard (or under torchrun) only one shard's files.
+    """
+    _run_tree("recover", src, dst, protector, targets, batch_size, device, shard)
