@@ -6,6 +6,11 @@ here: it lives inside the classifier wrappers. A decoded set takes
 ``N * 3 * H * W`` bytes (CIFAR-10's 50,000 training images: 147 MiB), so sets of that
 order are held in memory and, with ``cache_dir``, kept on disk as safetensors for the
 next run.
+
+The key holder's data set, `invprotect.data.protected.ProtectedImageFolder` (protected PNGs
+in, the exact originals out), is importable from here too. It needs the protectors, which
+sit above this module, so it is imported on first use: ``import invprotect.data`` stays on
+the lowest floor.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F  # noqa: N812
@@ -25,6 +31,14 @@ from torch import Tensor
 
 from invprotect.checkpoint import atomic_write_bytes
 from invprotect.imageio import IMAGE_SUFFIXES, BadImageError, read_rgb
+
+if TYPE_CHECKING:
+    from invprotect.data.protected import ProtectedFileError as ProtectedFileError
+    from invprotect.data.protected import ProtectedImageFolder as ProtectedImageFolder
+    from invprotect.data.protected import load_protected_set as load_protected_set
+
+_PROTECTED_NAMES = frozenset({"ProtectedFileError", "ProtectedImageFolder", "load_protected_set"})
+"""Names of `invprotect.data.protected` that this package hands out on first use."""
 
 CIFAR10_ENV = "INVPROTECT_CIFAR10"
 """Environment variable naming a CIFAR-10 ImageFolder (with ``train/`` and ``test/``)."""
@@ -312,7 +326,7 @@ def default_cifar10_root() -> Path | None:
     if os.environ.get(CIFAR10_ENV):
         candidates.append(Path(os.environ[CIFAR10_ENV]))
     candidates.append(Path.cwd().parent / "shared" / "datasets" / "cifar10")
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10")
+    candidates.append(Path(__file__).resolve().parents[3] / "shared" / "datasets" / "cifar10")
     for candidate in candidates:
         if (candidate / "train").is_dir() and (candidate / "test").is_dir():
             return candidate
@@ -332,3 +346,12 @@ def download_cifar10(root: str | Path, train: bool = True) -> ImageSet:
         list(dataset.classes),
         [f"{split}/{i:05d}" for i in range(images.shape[0])],
     )
+
+
+def __getattr__(name: str) -> Any:
+    """`invprotect.data.protected`'s public names, imported on first use (see the module doc)."""
+    if name in _PROTECTED_NAMES:
+        from invprotect.data import protected
+
+        return getattr(protected, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
