@@ -1,4 +1,9 @@
-"""``invprotect train-targets``: train a target classifier on an image folder."""
+"""``invprotect train-targets``: train a target classifier on an image folder.
+
+With ``--protector`` the folder is a protected one and the classifier trains on the
+originals recovered in memory (`invprotect.data.protected.load_protected_set`): nothing is
+written to disk but the classifier.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +18,15 @@ import typer
 from rich.markup import escape
 
 from invprotect import distributed
-from invprotect.checkpoint import CONFIG_FILE, load_checkpoint
+from invprotect.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint
 from invprotect.cli.app import DeviceOption, ThreadsOption, app
 from invprotect.cli.paths import check_output_folder
 from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.data import ImageSet, default_cache_dir, load_image_set, train_test_split
+from invprotect.data.protected import load_protected_set
 from invprotect.device import pick_device
+from invprotect.models.protector import Protector
+from invprotect.protectors import load_protector
 from invprotect.targets import Classifier, list_archs
 from invprotect.training import ClassifierTrainingConfig, TrainingEvent, train_classifier
 
@@ -66,6 +74,31 @@ def load_split(
     return train, test
 
 
+def load_protected_split(
+    data: Path, spec: str, size: int | None, device: torch.device
+) -> tuple[ImageSet, ImageSet, Protector]:
+    """Recover the train and test splits of a protected folder in memory, with a progress bar.
+
+    The key recovers on ``device`` (this rank's device under torchrun).
+    """
+    try:
+        protector = load_protector(spec, device)
+    except (CheckpointError, ValueError) as error:
+        raise fail(f"cannot load the protector {spec}: {error}") from None
+    train_index, test_index = train_test_split(data)
+    with progress_bar() as bar:
+        task = bar.add_task("recovering", total=len(train_index) + len(test_index), status="")
+        train, test = (
+            load_protected_set(index, protector, size, lambda n: bar.advance(task, n))
+            for index in (train_index, test_index)
+        )
+    console.print(
+        f"{len(train)} training and {len(test)} test images recovered in memory, "
+        f"{len(train.classes)} classes, {(train.nbytes + test.nbytes) / 2**20:.0f} MiB"
+    )
+    return train, test, protector
+
+
 @app.command("train-targets")
 def train_targets(
     data: Annotated[
@@ -89,6 +122,14 @@ def train_targets(
         Path | None, typer.Option(help="Keep decoded images here for the next run.")
     ] = None,
     no_cache: Annotated[bool, typer.Option(help="Do not cache decoded images.")] = False,
+    protector: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATH|NAME",
+            help="DATA is protected: the key that recovers it. Trains on the originals "
+            "recovered in memory; none is written to disk (no decoding cache).",
+        ),
+    ] = None,
     threads: ThreadsOption = None,
 ) -> None:
     """Train a target classifier; resumable (rerun the same command after an interruption).
@@ -101,13 +142,21 @@ def train_targets(
     if (out / CONFIG_FILE).is_file():
         console.print(f"{out} already holds a trained classifier; delete it to train again")
         raise typer.Exit(0)
+    if protector is not None and cache_dir is not None:
+        raise typer.BadParameter(
+            "--cache-dir would write the recovered originals to disk; leave it out with --protector"
+        )
     check_output_folder(out, "--out")
     with training_processes(device) as target_device:
         cache = None if no_cache else (cache_dir or default_cache_dir())
+        key = None
         try:
-            # Rank 0 decodes first and fills the cache; the other ranks then read it.
-            with distributed.main_first() if cache else nullcontext():
-                train, test = load_split(data, size, cache, "decoding")
+            if protector is not None:  # every rank recovers on its own device, in memory
+                train, test, key = load_protected_split(data, protector, size, target_device)
+            else:
+                # Rank 0 decodes first and fills the cache; the other ranks then read it.
+                with distributed.main_first() if cache else nullcontext():
+                    train, test = load_split(data, size, cache, "decoding")
             config = ClassifierTrainingConfig(
                 epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision
             )
@@ -155,6 +204,8 @@ def train_targets(
         "training": state["config"],
         "processes": processes,
     }
+    if key is not None:
+        model.metadata["protector_key_id"] = key.key_id
     model.save(out)
     summary = {"arch": arch, "test_accuracy": history[-1]["test_accuracy"], "out": str(out)}
     typer.echo(json.dumps(summary))

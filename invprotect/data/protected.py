@@ -105,8 +105,12 @@ class ProtectedImageFolder(Dataset[tuple[Any, Any]]):
         CheckpointError: If ``protector`` names no protector.
 
     Example:
-        >>> dataset = ProtectedImageFolder("protected/train", "runs/protector")  # doctest: +SKIP
-        >>> loader = DataLoader(dataset, batch_size=64, num_workers=2)  # doctest: +SKIP
+        ```python
+        dataset = ProtectedImageFolder("protected/train", "runs/protector", transform=to_tensor)
+        loader = DataLoader(dataset, batch_size=64, shuffle=True, num_workers=2)
+        for images, labels in loader:  # each batch recovered in one call of the network
+            ...
+        ```
     """
 
     def __init__(
