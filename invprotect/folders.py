@@ -33,7 +33,10 @@ Nothing is skipped silently: files that are not images, hidden files and links t
 folders are listed in `TreeReport.skipped_files`; unreadable folders, broken links and
 files that cannot be kept whole (16-bit, animated, metadata a PNG cannot carry) fail with
 a reason. A bad or corrupt file fails alone; the rest of its batch goes on. Work goes in
-batches of a fixed size, so memory does not grow with the number of files.
+batches of at most ``batch_size`` files and `invprotect.tiles.PIXEL_BUDGET` pixels (a
+larger image alone), and images with a side over the tile side are protected as
+independent tiles (`invprotect.tiles`), so memory grows neither with the number of files
+nor with their size.
 """
 
 from __future__ import annotations
@@ -73,6 +76,18 @@ from invprotect.models.protector import Protector
 from invprotect.pngio import PNG_SIGNATURE, encode_png, iter_chunks
 from invprotect.record import RECORD_CHUNK, BadRecordError, RecordKeys, RecoveryRecord
 from invprotect.sharding import Shard
+from invprotect.tiles import (
+    PIXEL_BUDGET,
+    TileLayout,
+    approximate_tiles,
+    by_budget,
+    decode_tiles,
+    encode_tiles,
+    needs_tiles,
+    tile_count,
+    tile_side,
+    tiled_quality,
+)
 
 MANIFEST = "manifest.jsonl"
 """Name of the manifest written into the destination folder."""
@@ -336,8 +351,17 @@ def _append(path: Path, entry: dict) -> None:
 
 
 def _batches(jobs: list[Job], size: int) -> Iterator[list[Job]]:
-    for start in range(0, len(jobs), size):
-        yield jobs[start : start + size]
+    """Runs of at most ``size`` jobs and `PIXEL_BUDGET` pixels (a larger image alone)."""
+    return by_budget(jobs, _header_pixels, PIXEL_BUDGET, size)
+
+
+def _header_pixels(job: Job) -> int:
+    """Pixels of a job's image from its header (0 for a file that will fail when read)."""
+    try:
+        with Image.open(job.source) as image:
+            return image.width * image.height
+    except Exception:  # PIL raises many kinds on hostile data; the read reports it
+        return 0
 
 
 def _pad(rgb: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -751,50 +775,68 @@ def _protect_batch(
     """Protect one batch of prepared images, write their files and manifest entries."""
     groups: dict[tuple[int, int], list[tuple[Job, SourceImage, torch.Tensor]]] = {}
     macs = {job.relative: mac for job, _, mac in todo}
+    side = tile_side(protector.side_multiple)
+    finished: list[tuple[Job, SourceImage, torch.Tensor, bytes, dict]] = []
     for job, source, _ in todo:
         padded = _pad(source.rgb, protector.side_multiple)
-        groups.setdefault(tuple(padded.shape[-2:]), []).append((job, source, padded))
+        if not needs_tiles(*padded.shape[-2:], side):
+            groups.setdefault(tuple(padded.shape[-2:]), []).append((job, source, padded))
+            continue
+        try:
+            image, layout, residual = encode_tiles(protector, padded, side)
+        except ValueError as error:
+            report.failed.append((job.relative, str(error)))
+            continue
+        finished.append((job, source, image, residual, {**source.extra, "tiles": layout.to_dict()}))
     for whole_group in groups.values():
         group, protected, residuals = _encode(protector, whole_group, report)
-        for (job, source, _), image, residual in zip(group, protected, residuals, strict=True):
-            height, width = source.rgb.shape[-2:]
-            record = RecoveryRecord(
-                source.mode,
-                height,
-                width,
-                macs[job.relative],
-                _rgb_digest(image),
-                keys.key_id,
-                residual,
-                source.extra,
+        finished += [
+            (job, source, image, residual, source.extra)
+            for (job, source, _), image, residual in zip(group, protected, residuals, strict=True)
+        ]
+    for job, source, image, residual, extra in finished:
+        height, width = source.rgb.shape[-2:]
+        record = RecoveryRecord(
+            source.mode,
+            height,
+            width,
+            macs[job.relative],
+            _rgb_digest(image),
+            keys.key_id,
+            residual,
+            extra,
+        )
+        pixels = image.permute(1, 2, 0).numpy()
+        if source.alpha is not None:
+            alpha = np.pad(
+                source.alpha,
+                ((0, image.shape[1] - height), (0, image.shape[2] - width)),
+                mode="edge",
             )
-            pixels = image.permute(1, 2, 0).numpy()
-            if source.alpha is not None:
-                alpha = np.pad(
-                    source.alpha,
-                    ((0, image.shape[1] - height), (0, image.shape[2] - width)),
-                    mode="edge",
-                )
-                pixels = np.dstack([pixels, alpha])
-            data = encode_png(pixels, {RECORD_CHUNK: record.seal(keys)})
-            if not _write_output(job, data, report):
-                continue
+            pixels = np.dstack([pixels, alpha])
+        data = encode_png(pixels, {RECORD_CHUNK: record.seal(keys)})
+        if not _write_output(job, data, report):
+            continue
+        if "tiles" in extra:
+            quality = tiled_quality(image[:, :height, :width], source.rgb, side)
+        else:
             crop = image[None, :, :height, :width].float() / 255
             original = source.rgb[None].float() / 255
-            _append(
-                manifest_path,
-                {
-                    "path": job.relative,
-                    "output": job.output.relative_to(root).as_posix(),
-                    "original_mac": macs[job.relative],
-                    "key_id": keys.key_id,
-                    "protected_file_sha256": hashlib.sha256(data).hexdigest(),
-                    "psnr": round(psnr(crop, original, max_db=100.0).item(), 3),
-                    "ssim": round(ssim(crop, original).item(), 4),
-                    "record_bytes": len(residual),
-                },
-            )
-            report.written += 1
+            quality = psnr(crop, original, max_db=100.0).item(), ssim(crop, original).item()
+        _append(
+            manifest_path,
+            {
+                "path": job.relative,
+                "output": job.output.relative_to(root).as_posix(),
+                "original_mac": macs[job.relative],
+                "key_id": keys.key_id,
+                "protected_file_sha256": hashlib.sha256(data).hexdigest(),
+                "psnr": round(quality[0], 3),
+                "ssim": round(quality[1], 4),
+                "record_bytes": len(residual),
+            },
+        )
+        report.written += 1
 
 
 def _encode(
@@ -882,6 +924,9 @@ def recover_tree(
                     )
                 opened.append(item)
             context = _Context(protector, keys, expected_by_output, report)
+            for item in [item for item in opened if item.tiles is not None]:
+                _recover_tiled(item, context)
+            opened = [item for item in opened if item.tiles is None]
             for group in _same_shape([item for item in opened if item.exact]):
                 for item, pixels, promised in _decode(protector, group, report):
                     _finish_exact(item, pixels, promised, context)
@@ -889,7 +934,7 @@ def recover_tree(
             report.altered.extend(item.job.relative for item in altered)
             for group in _same_shape(altered, pad_to=protector.side_multiple):
                 padded = torch.stack([_pad(item.rgb, protector.side_multiple) for item in group])
-                for item, image in zip(group, protector.approximate(padded), strict=True):
+                for item, image in zip(group, _approximate(protector, padded), strict=True):
                     _finish_altered(item, image, context)
             if progress is not None:
                 progress(len(batch))
@@ -909,6 +954,13 @@ class _Protected:
     def exact(self) -> bool:
         """True when the file is as protected (its record matches its pixels)."""
         return self.record is not None and _rgb_digest(self.rgb) == self.record.protected_sha256
+
+    @property
+    def tiles(self) -> TileLayout | None:
+        """The tile layout of a file protected as tiles (``None`` for one untiled image)."""
+        if self.record is None or "tiles" not in self.record.extra:
+            return None
+        return TileLayout.from_dict(self.record.extra["tiles"])
 
 
 @dataclass
@@ -990,6 +1042,39 @@ def _decode(
     for item in group:
         results.extend(_decode(protector, [item], report))
     return results
+
+
+def _recover_tiled(item: _Protected, context: _Context) -> None:
+    """Recover a file protected as tiles: untouched tiles exactly, altered ones approximately."""
+    assert item.record is not None and item.tiles is not None
+    layout, exact = item.tiles, item.exact
+    try:
+        restored, promised, altered = decode_tiles(
+            context.protector, item.rgb, item.record.residual, layout
+        )
+    except ValueError as error:
+        context.report.failed.append((item.job.relative, f"{item.job.source}: {error}"))
+        return
+    if exact:
+        _finish_exact(item, restored, promised, context)
+        return
+    total = tile_count(*item.rgb.shape[-2:], layout.side)
+    where = ", ".join(f"({tile.top}, {tile.left})" for tile in altered[:8])
+    context.report.altered.append(item.job.relative)
+    context.report.warnings.append(
+        f"{item.job.relative}: {len(altered)} of {total} tiles of {layout.side} px altered "
+        f"(top-left corners {where}{', ...' if len(altered) > 8 else ''}); those are "
+        "recovered approximately, the others bit for bit"
+    )
+    _finish_altered(item, restored, context)
+
+
+def _approximate(protector: Protector, padded: torch.Tensor) -> torch.Tensor:
+    """`Protector.approximate` of padded images, tile by tile when they are large."""
+    side = tile_side(protector.side_multiple)
+    if not needs_tiles(*padded.shape[-2:], side):
+        return protector.approximate(padded)
+    return torch.stack([approximate_tiles(protector, image, side) for image in padded])
 
 
 def _same_shape(items: list[_Protected], pad_to: int = 1) -> Iterator[list[_Protected]]:

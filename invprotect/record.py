@@ -14,6 +14,10 @@ that only the protector's weights give. The tag (HMAC-SHA256 over the whole reco
 detects corruption and forgery before anything is decoded. The nonce is derived from the
 content (a synthetic IV), so protecting the same file twice gives the same bytes.
 
+Large images are protected as independent tiles (`invprotect.tiles`): their record
+keeps the same layout and version, with the tile layout in the private part; a record
+without one (every file protected before tiles existed) describes one untiled image.
+
 Records of version 1 (written before records were sealed: plain digests, plain index
 map) are still read, with the key that wrote them, so files protected earlier recover.
 
@@ -73,7 +77,8 @@ _HEADER_TYPES: dict[str, type] = {
     "private_size": int,
     "tag": str,
 }
-_PRIVATE_KEYS = frozenset({"palette", "transparency", "indices", "metadata"})
+_PRIVATE_KEYS = frozenset({"palette", "transparency", "indices", "metadata", "tiles"})
+_TILE_FIELDS = frozenset({"side", "lengths", "digests"})
 
 
 class BadRecordError(ValueError):
@@ -137,9 +142,11 @@ class RecoveryRecord:
         original_mac: Keyed digest of the original (`RecordKeys.original_mac`).
         protected_sha256: SHA-256 of the protected RGB pixels as saved.
         key_id: Public key id of the protector (`RecordKeys.key_id`).
-        residual: Compressed residual of the padded RGB image (stored encrypted).
+        residual: Compressed residual of the padded RGB image (stored encrypted); for a
+            tiled image, every tile's residual one after the other.
         extra: Private data (stored encrypted): ``palette``, ``transparency``, ``indices``
-            (base64 index map of palette images with duplicate colours) and ``metadata``.
+            (base64 index map of palette images with duplicate colours), ``metadata``
+            and, for an image protected as tiles, ``tiles`` (`invprotect.tiles.TileLayout`).
     """
 
     mode: str
@@ -371,6 +378,8 @@ def _check_private(record: RecoveryRecord, name: str) -> None:
         raise BadRecordError(f"{name}: record private part has unknown fields {unknown}")
     if "metadata" in extra and not isinstance(extra["metadata"], dict):
         raise BadRecordError(f"{name}: record field 'metadata' must be an object")
+    if "tiles" in extra:
+        _check_tiles(record, name)
     if record.mode != "P":
         if {"palette", "indices"} & set(extra) or ("transparency" in extra):
             raise BadRecordError(f"{name}: palette fields in a record of mode {record.mode}")
@@ -391,3 +400,38 @@ def _check_private(record: RecoveryRecord, name: str) -> None:
             raise BadRecordError(
                 f"{name}: record field 'indices' must hold {record.height}x{record.width} indices"
             )
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_tiles(record: RecoveryRecord, name: str) -> None:
+    """Validate the tile layout of a tiled record (see `invprotect.tiles.TileLayout`).
+
+    The residual of a tiled record is every tile's record bytes one after the other;
+    ``lengths`` splits it, ``digests`` names each protected tile's pixels.
+    """
+    tiles = record.extra["tiles"]
+    if not isinstance(tiles, dict) or set(tiles) != _TILE_FIELDS:
+        raise BadRecordError(
+            f"{name}: record field 'tiles' must hold exactly {sorted(_TILE_FIELDS)}"
+        )
+    side, lengths, digests = tiles["side"], tiles["lengths"], tiles["digests"]
+    if not _is_count(side) or not 0 < side <= MAX_SIDE:
+        raise BadRecordError(f"{name}: record field 'tiles.side' is {side!r:.20}, out of range")
+    count = -(-record.height // side) * -(-record.width // side)
+    if not (isinstance(lengths, list) and len(lengths) == count and all(map(_is_count, lengths))):
+        raise BadRecordError(
+            f"{name}: record field 'tiles.lengths' must be {count} byte counts "
+            f"(a {record.height}x{record.width} image in tiles of {side})"
+        )
+    if sum(lengths) != len(record.residual):
+        raise BadRecordError(
+            f"{name}: record field 'tiles.lengths' adds up to {sum(lengths)} bytes, "
+            f"the residual holds {len(record.residual)}"
+        )
+    if not (isinstance(digests, list) and len(digests) == count):
+        raise BadRecordError(f"{name}: record field 'tiles.digests' must be {count} digests")
+    if not all(isinstance(d, str) and _HEX64.fullmatch(d) for d in digests):
+        raise BadRecordError(f"{name}: record field 'tiles.digests' holds a malformed digest")
