@@ -7,7 +7,7 @@ import torch.nn.functional as F  # noqa: N812
 from pytorch_msssim import ssim as _ssim
 from torch import Tensor
 
-__all__ = ["psnr", "ssim"]
+__all__ = ["psnr", "psnr_from_mse", "ssim"]
 
 
 def psnr(a: Tensor, b: Tensor, max_db: float | None = None) -> Tensor:
@@ -20,6 +20,21 @@ def psnr(a: Tensor, b: Tensor, max_db: float | None = None) -> Tensor:
     mse = (a.float() - b.float()).square().flatten(1).mean(1)
     if max_db is not None:
         mse = mse.clamp(min=10.0 ** (-max_db / 10.0))
+    return psnr_from_mse(mse)
+
+
+def psnr_from_mse(mse: Tensor | float) -> Tensor:
+    """PSNR in dB (peak 1) of mean squared errors: ``10 * log10(1 / mse)``, elementwise.
+
+    The one place the formula is written; a zero error gives ``inf``. A Python number
+    becomes a float64 tensor (take ``.item()`` for a number back).
+
+    Example:
+        >>> psnr_from_mse(torch.tensor([0.01, 0.0]))
+        tensor([20., inf])
+    """
+    if not isinstance(mse, Tensor):
+        mse = torch.tensor(float(mse), dtype=torch.float64)
     return 10.0 * torch.log10(1.0 / mse)
 
 

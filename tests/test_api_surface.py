@@ -157,7 +157,16 @@ PUBLIC_API = {
         "verify",
         "write_report",
     ],
-    "invprotect.metrics": ["psnr", "ssim"],
+    "invprotect.metrics": ["psnr", "psnr_from_mse", "ssim"],
+    "invprotect.checks": [
+        "GRID_TOLERANCE",
+        "ImageTypeError",
+        "check_8bit_grid",
+        "check_images",
+        "check_side_multiple",
+        "check_uint8_images",
+        "check_unit_range",
+    ],
     "invprotect.distributed": [
         "TORCHRUN_VARIABLES",
         "barrier",

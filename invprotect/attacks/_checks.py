@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+from invprotect import checks
+
 Range = tuple[float, float]
 """A closed interval ``(low, high)`` from which a parameter is drawn uniformly."""
 
@@ -137,21 +139,11 @@ def check_images(owner: str, x: Tensor, *, rgb: bool = False) -> None:
     """Check that ``x`` is a floating ``(B, C, H, W)`` batch (``C == 3`` with ``rgb``).
 
     Raises:
-        TypeError: If ``x`` is not a tensor.
-        ValueError: If it is not floating point, not 4-D, or (with ``rgb``) not 3-channel.
+        TypeError: If ``x`` is not a floating-point tensor (an `invprotect.checks.ImageTypeError`,
+            also a ``ValueError``).
+        ValueError: If it is not 4-D, or (with ``rgb``) not 3-channel.
     """
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{owner}: expected a torch.Tensor of images; received {type(x).__name__}")
-    if x.ndim != 4 or not x.is_floating_point():
-        raise ValueError(
-            f"{owner}: expected a floating (B, C, H, W) tensor in [0, 1]; received shape "
-            f"{tuple(x.shape)} and dtype {x.dtype}"
-        )
-    if rgb and x.shape[1] != 3:
-        raise ValueError(
-            f"{owner}: expected RGB images (B, 3, H, W); received {x.shape[1]} channels. "
-            "Repeat a grey channel three times first"
-        )
+    checks.check_images(owner, x, channels=3 if rgb else None)
 
 
 def check_params(

@@ -21,6 +21,7 @@ Colour conversion is JFIF's full-range BT.601 YCbCr (`kornia.color.rgb_to_ycbcr`
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import ClassVar, Literal
 
@@ -383,10 +384,14 @@ def real_jpeg(x: Tensor, quality: Tensor | int) -> Tensor:
     _check_quality(qualities, "real_jpeg")
     with torch.no_grad():
         pixels = torch.round(x.detach().clamp(0, 1) * 255).to("cpu", torch.uint8)
-        decoded = [
-            decode_jpeg(encode_jpeg(image, quality=round(float(q))))
-            for image, q in zip(pixels, qualities.tolist(), strict=True)
-        ]
+        with warnings.catch_warnings():
+            # torchvision 0.29 deprecates its codecs in favour of TorchCodec, which is not a
+            # dependency; the codecs still work, and the warning would repeat for every batch.
+            warnings.filterwarnings("ignore", "The image decoding and encoding", DeprecationWarning)
+            decoded = [
+                decode_jpeg(encode_jpeg(image, quality=round(float(q))))
+                for image, q in zip(pixels, qualities.tolist(), strict=True)
+            ]
         out = torch.stack(decoded) if decoded else pixels
     return out.to(device=x.device, dtype=x.dtype) / 255
 

@@ -25,14 +25,12 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
+from invprotect import checks
+
 __all__ = ["carlini_wagner_l2", "igsm"]
 
 Model = Callable[[Tensor], Tensor]
 """A classifier or ensemble: ``[0, 1]`` images ``(B, 3, H, W)`` to logits ``(B, K)``."""
-
-
-_GRID_TOLERANCE = 1e-3
-"""How far (in 8-bit levels) a value may be from ``k / 255`` and still count as on the grid."""
 
 
 def check_images(images: Tensor, name: str = "images", on_grid: bool = False) -> None:
@@ -41,31 +39,9 @@ def check_images(images: Tensor, name: str = "images", on_grid: bool = False) ->
     Raises:
         ValueError: If ``images`` is not a floating-point tensor of that shape and range.
     """
-    if not isinstance(images, Tensor) or not images.is_floating_point():
-        kind = images.dtype if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(
-            f"{name} must be a floating-point tensor in [0, 1], got {kind}; "
-            "convert uint8 images with images.float() / 255"
-        )
-    if images.ndim != 4 or images.shape[1] != 3 or images.shape[0] < 1 or images.numel() == 0:
-        raise ValueError(
-            f"{name} must have shape (B, 3, H, W) with B >= 1 (RGB), got {tuple(images.shape)}; "
-            "add a batch dimension with images[None] or convert to RGB"
-        )
-    low, high = images.min().item(), images.max().item()
-    if not (0.0 <= low and high <= 1.0):
-        raise ValueError(
-            f"{name} must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]; "
-            "clamp them or divide 8-bit values by 255"
-        )
+    checks.check_images(name, images, channels=3, unit_range=True, non_empty=True)
     if on_grid:
-        levels = images.detach() * 255.0
-        off = (levels - levels.round()).abs().max().item()
-        if off > _GRID_TOLERANCE:
-            raise ValueError(
-                f"{name} must lie on the 8-bit grid (values k/255), but a value is {off:.3g} "
-                "levels away from it; round with images.mul(255).round().div(255) first"
-            )
+        checks.check_8bit_grid(name, images, fix="images.mul(255).round().div(255)")
 
 
 def _check_labels(labels: Tensor, images: Tensor) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from invprotect import checks
 from invprotect.baselines.adversarial import Model, carlini_wagner_l2, check_images, igsm
 from invprotect.checkpoint import CheckpointError, save_checkpoint
 from invprotect.models.protector import Checkpoint, Protector
@@ -319,13 +320,7 @@ def check_uint8(images: Tensor, name: str = "images") -> None:
     Raises:
         ValueError: For another dtype or shape.
     """
-    if not isinstance(images, Tensor) or images.dtype != torch.uint8:
-        kind = images.dtype if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"{name} must be a torch.uint8 tensor, got {kind}")
-    if images.ndim != 4 or images.shape[1] != 3 or images.numel() == 0:
-        raise ValueError(
-            f"{name} must have shape (B, 3, H, W) with B >= 1 (RGB), got {tuple(images.shape)}"
-        )
+    checks.check_uint8_images(name, images)
 
 
 def _check_attack(attack: str, params: Mapping[str, Any] | None) -> dict[str, Any]:

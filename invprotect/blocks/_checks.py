@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
+
+from invprotect import checks
 
 
 def single_input(x_or_z: Sequence[Tensor], block: str) -> Tensor:
@@ -36,29 +37,12 @@ def check_image_batch(x: Tensor, *, channels: int, side_multiple: int, block: st
     Raises:
         ValueError: Naming what was expected and what was received.
     """
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{block} expected a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 4:
-        raise ValueError(
-            f"{block} expected a 4-D tensor (B, C, H, W), "
-            f"got {x.dim()}-D with shape {tuple(x.shape)}"
-        )
-    if not torch.is_floating_point(x):
-        raise ValueError(
-            f"{block} expected a floating-point tensor, got {x.dtype}; "
-            "convert 8-bit images with x.float() / 255"
-        )
+    checks.check_images(block, x)
     if x.shape[1] != channels:
         raise ValueError(
             f"{block} was built for {channels} channels, got {x.shape[1]} (shape {tuple(x.shape)})"
         )
-    height, width = x.shape[-2:]
-    if height % side_multiple or width % side_multiple:
-        raise ValueError(
-            f"{block} expected height and width divisible by {side_multiple}, "
-            f"got {height}x{width}; "
-            "pad the image first"
-        )
+    checks.check_side_multiple(block, x, side_multiple)
 
 
 def channels_of(dims_in: Sequence[tuple[int, ...]], block: str) -> int:

@@ -24,11 +24,10 @@ from typing import ClassVar, TypeAlias
 import torch
 from torch import Tensor, nn
 
+from invprotect import checks
+
 GeneratorArg: TypeAlias = torch.Generator | Sequence[torch.Generator] | None
 """``None``, one generator for the whole batch, or one generator per image."""
-
-GRID_TOLERANCE = 1e-3
-"""How far (in 8-bit levels) an input value may be from ``k / 255`` and still be on the grid."""
 
 
 def to_8bit_grid(images: Tensor) -> Tensor:
@@ -45,36 +44,13 @@ def check_images(images: Tensor, name: str = "images") -> None:
     """Check that ``images`` is a float RGB batch ``(B, 3, H, W)`` in ``[0, 1]`` on the 8-bit grid.
 
     Raises:
-        TypeError: If ``images`` is not a floating-point tensor.
+        TypeError: If ``images`` is not a floating-point tensor (an
+            `invprotect.checks.ImageTypeError`, also a ``ValueError``).
         ValueError: If the shape, the range or the grid is wrong; the message says what
             was received and how to fix it.
     """
-    if not isinstance(images, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(images).__name__}")
-    if not images.is_floating_point():
-        raise TypeError(
-            f"{name} must be a floating-point tensor in [0, 1], got dtype {images.dtype}; "
-            "convert uint8 images with images.float() / 255"
-        )
-    if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] < 1 or images.shape[3] < 1:
-        raise ValueError(
-            f"{name} must have shape (B, 3, H, W) (RGB), got {tuple(images.shape)}; "
-            "add a batch dimension with images[None] or convert to RGB"
-        )
-    if images.numel() == 0:
-        return
-    low, high = images.min().item(), images.max().item()
-    if low < 0.0 or high > 1.0:
-        raise ValueError(
-            f"{name} must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]; "
-            "clamp them or divide 8-bit values by 255"
-        )
-    off_grid = (images * 255.0 - (images * 255.0).round()).abs().max().item()
-    if off_grid > GRID_TOLERANCE:
-        raise ValueError(
-            f"{name} must lie on the 8-bit grid (values k/255), but a value is {off_grid:.3g} "
-            "levels away from it; round with invprotect.defences.to_8bit_grid(images) first"
-        )
+    checks.check_images(name, images, channels=3, unit_range=True)
+    checks.check_8bit_grid(name, images, fix="invprotect.defences.to_8bit_grid(images)")
 
 
 def sample_generators(seed: int, keys: Sequence[str]) -> list[torch.Generator]:

@@ -13,7 +13,6 @@ before any image is read.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Literal
 
 import kornia
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
+from invprotect.attacks.jpeg import real_jpeg
 from invprotect.defences._base import Defence, GeneratorArg, draw, resolve_generator
 
 Interpolation = Literal["bilinear", "bicubic", "nearest", "area"]
@@ -57,8 +57,9 @@ def _border(kernel: int, height: int, width: int) -> str:
 def jpeg_compress(images: Tensor, quality: int) -> Tensor:
     """Encode every image as a real JPEG file (libjpeg, through torchvision) and decode it.
 
-    The images are rounded to ``uint8`` first; torchvision's encoder uses libjpeg's
-    defaults (baseline, 4:2:0 chroma subsampling) at the given quality.
+    The codec is the attacks' `invprotect.attacks.real_jpeg`: the images are rounded to
+    ``uint8`` first; torchvision's encoder uses libjpeg's defaults (baseline, 4:2:0
+    chroma subsampling) at the given quality.
 
     Args:
         images: Float RGB ``(B, 3, H, W)`` in ``[0, 1]``.
@@ -67,17 +68,7 @@ def jpeg_compress(images: Tensor, quality: int) -> Tensor:
     Returns:
         The decoded images, float, on the 8-bit grid, on the input's device.
     """
-    from torchvision.io import decode_jpeg, encode_jpeg  # imported on use: it takes seconds
-
-    quality = _check_quality(quality)
-    as_bytes = images.detach().clamp(0, 1).mul(255).round().to("cpu", torch.uint8)
-    with warnings.catch_warnings():
-        # torchvision 0.29 deprecates its codecs in favour of TorchCodec, which is not a
-        # dependency; the codecs still work, and the warning would repeat for every batch.
-        warnings.filterwarnings("ignore", "The image decoding and encoding", DeprecationWarning)
-        encoded = encode_jpeg(list(as_bytes.unbind(0)), quality=quality)
-        decoded = decode_jpeg(encoded)
-    return torch.stack(decoded).to(images.device, images.dtype).div(255.0)
+    return real_jpeg(images, _check_quality(quality))
 
 
 def _check_quality(quality: object) -> int:

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from invprotect.data import ImageSet
 from invprotect.defences._base import Defence, GeneratorArg
-from invprotect.metrics import psnr
+from invprotect.metrics import psnr, psnr_from_mse
 
 CHECKPOINT_KIND = "invprotect.defences.comdefend"
 """The ``kind`` recorded in a ComDefend checkpoint's ``config.json``."""
@@ -440,7 +440,7 @@ def train_comdefend(
             step += 1
             loss_value = loss.item()
             if progress is not None:
-                step_psnr = 10.0 * math.log10(1.0 / max(mse.item(), 1e-12))
+                step_psnr = psnr_from_mse(max(mse.item(), 1e-12)).item()
                 progress(TrainingStep(step, total_steps, epoch, loss_value, step_psnr))
         if step >= total_steps:
             break

@@ -72,6 +72,7 @@ import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
 from invprotect.defences._base import Defence, GeneratorArg, draw, resolve_generator
+from invprotect.metrics import psnr_from_mse
 
 
 def _pad_mode(tensor: Tensor, pad: int) -> str:
@@ -215,7 +216,7 @@ def patch_psnr(a: Tensor, b: Tensor, patch_size: int = 32) -> Tensor:
     rows, cols = height // ph, width // pw
     diff = (a - b)[..., : rows * ph, : cols * pw].pow(2)
     mse = diff.reshape(*diff.shape[:2], rows, ph, cols, pw).mean(dim=(1, 3, 5))
-    return 10.0 * torch.log10(1.0 / mse.flatten(1)).amin(dim=1)
+    return psnr_from_mse(mse.flatten(1)).amin(dim=1)
 
 
 @dataclass

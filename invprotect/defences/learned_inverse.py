@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from invprotect.defences._base import Defence, GeneratorArg, to_8bit_grid
 from invprotect.defences.comdefend import TrainingStep
-from invprotect.metrics import psnr
+from invprotect.metrics import psnr, psnr_from_mse
 
 CHECKPOINT_KIND = "invprotect.defences.learned_inverse"
 """The ``kind`` recorded in a learned inverse's ``config.json``."""
@@ -346,7 +346,7 @@ def train_learned_inverse(
             step += 1
             loss_value = loss.item()
             if progress is not None:
-                step_psnr = 10.0 * math.log10(1.0 / max(loss_value, 1e-12))
+                step_psnr = psnr_from_mse(max(loss_value, 1e-12)).item()
                 progress(TrainingStep(step, total_steps, epoch, loss_value, step_psnr))
         epoch += 1
     model.eval()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 
 from invprotect.attacks import AttackLayer, create_attack, list_attacks
 
@@ -91,3 +92,15 @@ def test_attack_layer_validates_its_configuration(
 ) -> None:
     with pytest.raises(ValueError, match=match):
         AttackLayer(attacks, kwargs)
+
+
+def test_a_wrong_image_type_is_both_a_type_error_and_a_value_error() -> None:
+    from invprotect.attacks._checks import check_images as check_attack_images
+    from invprotect.checks import ImageTypeError
+    from invprotect.defences import check_images as check_defence_images
+
+    uint8 = torch.zeros(1, 3, 4, 4, dtype=torch.uint8)
+    for check in (lambda x: check_attack_images("test", x), check_defence_images):
+        with pytest.raises(ImageTypeError, match="floating-point") as caught:
+            check(uint8)
+        assert isinstance(caught.value, TypeError) and isinstance(caught.value, ValueError)
