@@ -40,6 +40,7 @@ docs: $(STAMP)
 examples: $(STAMP)
 	$(BIN)/python examples/compose_blocks.py --size 32
 	$(BIN)/python examples/thief_gallery.py --out $$(mktemp -d) --dip-iterations 20
+	$(BIN)/python examples/train_on_protected.py --files 300 --steps 10
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_blocks.py
