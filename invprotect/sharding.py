@@ -34,7 +34,7 @@ __all__ = [
     "worker_device",
 ]
 
-SHARD_FORMAT = "K/N, shards numbered 0 to N-1 (like torchrun's RANK), e.g. 0/4 to 3/4"
+SHARD_FORMAT = "K/N with K from 0 to N-1 (like torchrun's RANK), e.g. 0/4 to 3/4"
 """How ``--shard`` is written, in words (for help texts and errors)."""
 
 _PATTERN = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
@@ -64,15 +64,13 @@ class Shard:
 
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
+            hint = (
+                f"the shards of {self.count} are 0/{self.count} to {self.count - 1}/{self.count}"
+                if self.count >= 1
+                else "give N of at least 1"
+            )
             raise ValueError(
-                f"expected a shard K/N with N >= 1 and 0 <= K < N ({SHARD_FORMAT}), "
-                f"received {self.index}/{self.count}; "
-                + (
-                    f"the shards of {self.count} are 0/{self.count} to "
-                    f"{self.count - 1}/{self.count}"
-                    if self.count >= 1
-                    else "give N of at least 1"
-                )
+                f"expected a shard {SHARD_FORMAT}, received {self.index}/{self.count}; {hint}"
             )
 
     def __str__(self) -> str:
@@ -97,7 +95,7 @@ def parse_shard(text: str) -> Shard:
     match = _PATTERN.fullmatch(text)
     if match is None:
         raise ValueError(
-            f"expected a shard as {SHARD_FORMAT}, received {text!r}; "
+            f"expected a shard {SHARD_FORMAT}, received {text!r}; "
             "write the shard's number, a slash and the number of shards"
         )
     return Shard(int(match[1]), int(match[2]))

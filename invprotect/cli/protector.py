@@ -213,7 +213,9 @@ def _entries(manifest: Path) -> dict[str, dict]:
         return {}
 
 
-def _means(manifest: Path, before: dict[str, dict], shard: Shard | None) -> dict[str, float | None]:
+def _means(
+    manifest: Path, before: dict[str, dict], shard: Shard | None = None
+) -> dict[str, float | None]:
     """Mean ``psnr`` and ``ssim`` of the manifest entries this run wrote (``None``: none had it)."""
     written = [
         entry

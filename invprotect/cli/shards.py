@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from invprotect.cli.progress import fail
-from invprotect.sharding import SHARD_FORMAT, Shard, parse_shard, shard_from_environment
+from invprotect.sharding import Shard, parse_shard, shard_from_environment
 
 
 def _parse(text: str) -> Shard:
@@ -25,9 +25,9 @@ ShardOption = Annotated[
         parser=_parse,
         show_default=False,
         help=(
-            f"Do only shard K of N ({SHARD_FORMAT}): the files whose path hashes to K; "
-            "run every shard, at once or one after the other, for the whole set. Under "
-            "torchrun each process does shard RANK/WORLD_SIZE by itself."
+            "Do only shard K of N: the files whose relative path hashes to K (K from 0 to "
+            "N-1, like torchrun's RANK). Run every shard, at once or one after the other, "
+            "for the whole set. Under torchrun each process does shard RANK/WORLD_SIZE."
         ),
     ),
 ]
