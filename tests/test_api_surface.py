@@ -184,6 +184,12 @@ PUBLIC_API = {
         "wrap",
     ],
     "invprotect.protectors": ["load_protector"],
+    "invprotect.data.protected": [
+        "OnAltered",
+        "ProtectedFileError",
+        "ProtectedImageFolder",
+        "load_protected_set",
+    ],
     "invprotect.models.protector": [
         "PROTECTORS",
         "Checkpoint",

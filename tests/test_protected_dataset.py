@@ -240,3 +240,22 @@ def test_importing_invprotect_data_stays_on_its_floor() -> None:
         "invprotect.checkpoint",
         "invprotect.imageio",
     }
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_recovery_on_the_gpu_gives_the_bytes_of_the_cpu(
+    raeg: RAEG, mixed_tree: Path, protected_mixed: Path, tmp_path: Path
+) -> None:
+    key = raeg.save(tmp_path / "key")
+    on_cpu = ProtectedImageFolder(protected_mixed, key, mode=None)
+    on_gpu = ProtectedImageFolder(protected_mixed, key, mode=None, device="cuda")
+    assert on_gpu.protector.device.type == "cuda"
+    everything = range(len(on_cpu))
+    for cpu_image, gpu_image in zip(
+        on_cpu.recover_batch(everything), on_gpu.recover_batch(everything), strict=True
+    ):
+        assert pixel_digest(cpu_image) == pixel_digest(gpu_image)
+    set_on_gpu = load_protected_set(scan_image_folder(protected_mixed), on_gpu.protector, size=16)
+    set_on_cpu = load_protected_set(scan_image_folder(protected_mixed), raeg, size=16)
+    assert set_on_gpu.fingerprint() == set_on_cpu.fingerprint()
