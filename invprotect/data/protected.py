@@ -80,7 +80,8 @@ class ProtectedImageFolder(Dataset[tuple[Any, Any]]):
     Recovery runs where the protector is; with ``num_workers > 0`` keep it on the CPU
     (CUDA cannot be used in forked workers) or pass
     ``multiprocessing_context="spawn"`` to the DataLoader. The bytes do not depend on the
-    device: `RAEG` predicts in float64 (see `invprotect.models.exact`).
+    device: `RAEG`'s exact recovery is made so (see `invprotect.models.exact`), and every
+    image is checked against its record anyway.
 
     Args:
         root: A protected folder (class sub-folders as `invprotect.data.scan_image_folder`
