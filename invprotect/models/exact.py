@@ -1,84 +1,299 @@
 """Bit-exact recovery: a compact residual that repairs what 8-bit rounding and clipping destroy.
 
-A protected image is saved as 8-bit PNG, so recovery starts from the rounded (and, where
-the generator left ``[0, 1]``, clipped) image, and the inverse network alone cannot
-return the original bit for bit. `ExactCodec` closes that gap. When protecting, it runs
-the recovery on the 8-bit protected image and stores the difference between the
-original and that prediction (small integers, mostly zero) compressed with zlib. When
-recovering, it adds the difference back. A residual is inflated only up to the size its
-image needs (`inflate_exactly`), so a forged one cannot make recovery allocate more.
+A protected image is saved as 8-bit PNG, so recovery starts from the rounded and clipped
+image, and the inverse network alone cannot return the original bit for bit.
+`ExactCodec` closes that gap with a residual stored in each file's record: what the
+original differs from a prediction that the recovering machine computes from the
+protected pixels. Both sides must compute that prediction to the same bits.
 
-Both sides must compute the same prediction. The prediction therefore runs in float64:
-the network's float64 result differs between machines, thread counts or batch sizes by
-about 1e-13 of a gray level, so it rounds to the same integer except with a
-vanishingly small probability, whereas float32 differences of about 1e-4 of a level
-would flip a pixel or two in most images.
+How (record coding 1, written since record version 3). Protection and prediction run
+the network's fixed-point twin (`invprotect.models.fixed_point.FixedPointUNet`), whose
+every tensor is bit for bit the same on every CPU code path, thread count, batch size
+and device (its module docstring holds the proof). It costs about as much as the
+float32 network (measured in ``benchmarks/bench_exact.py``), where the float64
+prediction of coding 0 cost several times more and was only very probably the same
+everywhere. Protection computes the twin's output ``y``, rounds ``255 y`` to integers
+``q`` and saves ``q`` clipped to ``[0, 255]``. The record holds, compressed with zlib:
+
+1. *Overflow*: for every value saved as 0 or 255, how far ``q`` lay beyond it (mostly
+   0), so that the inverse pass sees ``q`` itself, not the clipped value: clipping then
+   costs one small number where it happens instead of a cloud of residuals around it.
+2. *Residual*: ``original - round(v)`` per value, where ``v = 255 * inverse(q / 255)``
+   is the prediction. Values whose ``v`` lies near a rounding boundary are far more
+   often off by one, in the direction of ``v``'s fraction, than values whose ``v`` is
+   near an integer. So each residual is multiplied by the sign of ``v``'s fraction and
+   the residuals are grouped by the distance of ``v`` from an integer (8 classes, plus
+   one for predictions outside ``[0, 255]``) before compression: each group is a run of
+   like statistics. The decoder knows ``v`` to the bit, hence the groups and signs.
+
+Large values are escaped (listed after the bytes), so any image codes. A record is
+inflated only up to the size its image needs (`inflate_exactly`), and every count in it
+is checked against the image, so a forged one cannot make recovery allocate more.
+
+Coding 0 (record version 2 and earlier) stored ``original - round(v64)`` as zlib-packed
+16-bit integers, with ``v64`` the float64 inverse of the clipped image; such residuals
+still decode with that prediction. Protectors the twin does not implement (the
+encoder-decoder ablation, subnets registered elsewhere) keep writing coding 0.
 """
 
 from __future__ import annotations
 
 import copy
+import struct
+import weakref
 import zlib
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from invprotect.models.fixed_point import FixedPointUNet, supports
 from invprotect.models.protector import Protector
+
+CODING = 1
+"""First byte of a residual written by this version (coding 0 residuals are zlib streams)."""
+OVERFLOW_LIMIT = 65535
+"""Largest overflow kept; the network's output is clipped to ``[-limit, 255 + limit]`` first."""
+CLASSES = 9
+"""Residual groups: 8 distances of the prediction from an integer, and outside ``[0, 255]``."""
+_HEADER = struct.Struct(">BI")  # coding, number of escaped values
 
 
 class ExactCodec:
     """Residual coding for bit-exact recovery with a given protector.
 
     Args:
-        protector: A protector that is an ``nn.Module`` (such as `RAEG`); a float64
-            copy of it is kept for the predictions.
+        protector: A protector that is an ``nn.Module`` (such as `RAEG`). Its generator
+            is mirrored by the fixed-point twin when the twin supports it; otherwise
+            (and for residuals of coding 0) a float64 copy predicts.
     """
 
     def __init__(self, protector: Protector) -> None:
         if not isinstance(protector, nn.Module):
             raise ValueError(f"ExactCodec needs an nn.Module protector, got {type(protector)}")
-        self.model = copy.deepcopy(protector).double().eval()
+        self.protector = protector
+        self.twin = _twin_of(protector)
+        self._legacy: nn.Module | None = None
 
-    @torch.no_grad()
-    def predict(self, protected: Tensor) -> Tensor:
-        """The 8-bit recovery of 8-bit protected images ``(B, 3, H, W)`` (``uint8``)."""
-        if protected.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 protected images, got {protected.dtype}")
-        device = next(self.model.parameters()).device
-        recovered = self.model.recover(protected.to(device=device, dtype=torch.float64) / 255)
-        return (recovered * 255).round().clamp(0, 255).to(torch.uint8).cpu()
+    @property
+    def coding(self) -> int:
+        """The coding `residuals` and `encode` write: 1 with the twin, else 0."""
+        return CODING if self.twin is not None else 0
+
+    def encode(self, originals: Tensor) -> tuple[Tensor, list[bytes]]:
+        """Protect ``uint8`` originals ``(B, 3, H, W)``: protected ``uint8`` images and residuals.
+
+        With the twin, the protected images are the twin's forward pass (the same bits on
+        every machine); otherwise the protector's own `protect`.
+        """
+        _check_uint8(originals, "originals")
+        if self.twin is None:
+            protected = Protector.encode(self.protector, originals)[0]  # the float network
+            return protected, self.residuals(originals, protected)
+        levels = _levels(self.twin.forward(originals.float() / 255))
+        protected = levels.clamp(0, 255).to(torch.uint8).cpu()
+        return protected, self._code(originals, protected, levels.cpu())
 
     def residuals(self, originals: Tensor, protected: Tensor) -> list[bytes]:
-        """Per image, the compressed difference between the original and the prediction.
+        """Per image, the coded difference between the original and the prediction.
 
         Args:
             originals: ``uint8`` originals ``(B, 3, H, W)``.
-            protected: ``uint8`` protected images of the same shape, as they are saved.
+            protected: ``uint8`` protected images of the same shape, as they are saved
+                (no overflow is known: every overflow is coded as 0).
         """
+        _check_uint8(protected, "protected images")
         if originals.shape != protected.shape or originals.dtype != torch.uint8:
             raise ValueError(
                 f"expected uint8 originals of shape {tuple(protected.shape)}, "
                 f"got {originals.dtype} {tuple(originals.shape)}"
             )
-        difference = originals.to(torch.int16) - self.predict(protected).to(torch.int16)
-        return [zlib.compress(d.numpy().astype("<i2").tobytes(), 9) for d in difference]
+        if self.twin is None:
+            difference = originals.to(torch.int16) - self._predict_legacy(protected)
+            return [zlib.compress(d.numpy().astype("<i2").tobytes(), 9) for d in difference]
+        return self._code(originals, protected, protected.float())
+
+    def predict(self, protected: Tensor) -> Tensor:
+        """The 8-bit recovery of 8-bit protected images ``(B, 3, H, W)`` without residuals."""
+        _check_uint8(protected, "protected images")
+        if self.twin is None:
+            return self._predict_legacy(protected).clamp(0, 255).to(torch.uint8)
+        values = self._prediction(protected.float())
+        return values.round().clamp(0, 255).to(torch.uint8)
 
     def restore(self, protected: Tensor, residuals: list[bytes]) -> Tensor:
         """The exact ``uint8`` originals from 8-bit protected images and their residuals.
 
+        Each residual is decoded in the coding it was written in (its first byte).
+
         Raises:
-            ValueError: If a residual does not match its image's size (a corrupt record).
+            ValueError: If a residual does not match its image (a corrupt record).
         """
-        prediction = self.predict(protected).to(torch.int16)
-        if len(residuals) != prediction.shape[0]:
-            raise ValueError(f"{len(residuals)} residuals for {prediction.shape[0]} images")
+        _check_uint8(protected, "protected images")
+        if len(residuals) != protected.shape[0]:
+            raise ValueError(f"{len(residuals)} residuals for {protected.shape[0]} images")
+        restored = torch.empty_like(protected)
+        modern = [i for i, blob in enumerate(residuals) if blob[:1] == bytes([CODING])]
+        legacy = sorted(set(range(len(residuals))) - set(modern))
+        if legacy:
+            restored[legacy] = self._restore_legacy(
+                protected[legacy], [residuals[i] for i in legacy]
+            )
+        if modern:
+            if self.twin is None:
+                raise ValueError(
+                    "residual of coding 1 needs the fixed-point network, which this "
+                    "protector's architecture does not have"
+                )
+            restored[modern] = self._restore(protected[modern], [residuals[i] for i in modern])
+        return restored
+
+    def _prediction(self, levels: Tensor) -> Tensor:
+        """``255 * inverse(levels / 255)`` from the twin, float32 on the CPU, finite."""
+        assert self.twin is not None
+        values = self.twin.inverse(levels / 255).mul_(255).cpu()
+        return torch.nan_to_num(values, nan=0.0, posinf=1e6, neginf=-1e6).clamp_(-1e6, 1e6)
+
+    def _code(self, originals: Tensor, protected: Tensor, levels: Tensor) -> list[bytes]:
+        values = self._prediction(levels)
+        blobs = []
+        for image, saved, level, value in zip(originals, protected, levels, values, strict=True):
+            overflow = (level - saved.float()).abs()[_at_bounds(saved)].to(torch.int64)
+            prediction, groups, signs = _context(value)
+            difference = (image.to(torch.int64) - prediction) * signs
+            order = torch.argsort(groups.flatten(), stable=True)
+            blobs.append(_pack(overflow.numpy(), difference.flatten()[order].numpy()))
+        return blobs
+
+    def _restore(self, protected: Tensor, blobs: list[bytes]) -> Tensor:
+        overflows, rests = [], []
+        levels = protected.float()
+        for index, (saved, blob) in enumerate(zip(protected, blobs, strict=True)):
+            bounds = _at_bounds(saved)
+            overflow, rest = _unpack(blob, int(bounds.sum()), saved.numel())
+            signed = torch.where(saved[bounds] == 0, -overflow, overflow).float()
+            levels[index][bounds] += signed
+            overflows.append(overflow)
+            rests.append(rest)
+        values = self._prediction(levels)
+        restored = []
+        for value, rest in zip(values, rests, strict=True):
+            prediction, groups, signs = _context(value)
+            difference = torch.empty(value.numel(), dtype=torch.int64)
+            difference[torch.argsort(groups.flatten(), stable=True)] = torch.from_numpy(rest)
+            original = prediction + difference.view(value.shape) * signs
+            if original.min() < 0 or original.max() > 255:
+                raise ValueError("residual is corrupt (it restores values outside 0..255)")
+            restored.append(original.to(torch.uint8))
+        return torch.stack(restored)
+
+    def _legacy_model(self) -> nn.Module:
+        if self._legacy is None:
+            self._legacy = copy.deepcopy(self.protector).double().eval()
+        return self._legacy
+
+    @torch.no_grad()
+    def _predict_legacy(self, protected: Tensor) -> Tensor:
+        """Coding 0's prediction: the float64 recovery, rounded (``int16``)."""
+        model = self._legacy_model()
+        device = next(model.parameters()).device
+        recovered = model.recover(protected.to(device=device, dtype=torch.float64) / 255)
+        return (recovered * 255).round().clamp(0, 255).to(torch.int16).cpu()
+
+    def _restore_legacy(self, protected: Tensor, residuals: list[bytes]) -> Tensor:
+        prediction = self._predict_legacy(protected)
         restored = []
         for image, blob in zip(prediction, residuals, strict=True):
             raw = inflate_exactly(blob, 2 * image.numel(), "residual")
             difference = np.frombuffer(raw, dtype="<i2")
             restored.append(image + torch.from_numpy(difference.astype(np.int16)).view(image.shape))
         return torch.stack(restored).clamp(0, 255).to(torch.uint8)
+
+
+_TWINS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, FixedPointUNet]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _twin_of(protector: nn.Module) -> FixedPointUNet | None:
+    """The fixed-point twin of a protector's generator, built once per state of its weights."""
+    generator = getattr(protector, "generator", None)
+    if not isinstance(generator, nn.Module) or not supports(generator):
+        return None
+    tensors = generator.state_dict(keep_vars=True).values()
+    state = tuple((t.data_ptr(), t._version, t.device) for t in tensors)
+    cached = _TWINS.get(generator)
+    if cached is None or cached[0] != state:
+        cached = (state, FixedPointUNet(generator, next(generator.parameters()).device))
+        _TWINS[generator] = cached
+    return cached[1]
+
+
+def _check_uint8(images: Tensor, what: str) -> None:
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        shape = tuple(images.shape)
+        raise ValueError(f"expected uint8 {what} (B, C, H, W), got {images.dtype} {shape}")
+
+
+def _levels(output: Tensor) -> Tensor:
+    """The network's float output as integer levels ``round(255 y)``, bounded (float32)."""
+    levels = torch.nan_to_num(output * 255, nan=0.0).round_()
+    return levels.clamp_(-OVERFLOW_LIMIT, 255 + OVERFLOW_LIMIT)
+
+
+def _at_bounds(saved: Tensor) -> Tensor:
+    """Where a saved image is 0 or 255 (where clipping may have happened)."""
+    return (saved == 0) | (saved == 255)
+
+
+def _context(value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The rounded prediction, the group and the sign of each value (see the module docstring)."""
+    nearest = value.round()
+    fraction = value - nearest
+    inside = (value >= -0.5) & (value <= 255.5)
+    groups = torch.where(inside, (fraction.abs() * 16).to(torch.int64).clamp_(max=7), 8)
+    signs = torch.where(inside, torch.where(fraction >= 0, 1, -1), torch.where(value < 0, 1, -1))
+    prediction = nearest.clamp(0, 255).to(torch.int64)
+    return prediction, groups, signs
+
+
+def _pack(overflow: np.ndarray, difference: np.ndarray) -> bytes:
+    """Coding 1: header, then zlib of overflow bytes, residual bytes and escaped values."""
+    over = overflow.astype(np.int64)
+    over_escaped = over >= 255
+    over_bytes = np.where(over_escaped, 255, over).astype(np.uint8)
+    diff_escaped = np.abs(difference) >= 128
+    diff_bytes = np.where(diff_escaped, -128, difference).astype(np.int8)
+    escapes = np.concatenate([over[over_escaped], difference[diff_escaped]]).astype(">i4")
+    payload = over_bytes.tobytes() + diff_bytes.tobytes() + escapes.tobytes()
+    return _HEADER.pack(CODING, len(escapes)) + zlib.compress(payload, 9)
+
+
+def _unpack(blob: bytes, bounded: int, count: int) -> tuple[Tensor, np.ndarray]:
+    """Overflow (``int64`` tensor) and sorted residual (``int64`` array) of a coding-1 residual.
+
+    Raises:
+        ValueError: If the residual is corrupt or does not fit an image of ``count``
+            values of which ``bounded`` are 0 or 255.
+    """
+    if len(blob) < _HEADER.size:
+        raise ValueError(f"residual is corrupt (only {len(blob)} bytes)")
+    _, escaped = _HEADER.unpack_from(blob)
+    if escaped > bounded + count:
+        raise ValueError(f"residual is corrupt ({escaped} escaped values for {count} values)")
+    raw = inflate_exactly(blob[_HEADER.size :], bounded + count + 4 * escaped, "residual")
+    over = np.frombuffer(raw, np.uint8, bounded).astype(np.int64)
+    difference = np.frombuffer(raw, np.int8, count, bounded).astype(np.int64)
+    escapes = np.frombuffer(raw, ">i4", escaped, bounded + count).astype(np.int64)
+    over_escaped, diff_escaped = over == 255, difference == -128
+    if over_escaped.sum() + diff_escaped.sum() != escaped:
+        raise ValueError("residual is corrupt (escape count does not match)")
+    split = int(over_escaped.sum())
+    over[over_escaped] = escapes[:split]
+    difference[diff_escaped] = escapes[split:]
+    if (over < 0).any() or (over > OVERFLOW_LIMIT).any() or (np.abs(difference) > 255).any():
+        raise ValueError("residual is corrupt (a value out of range)")
+    return torch.from_numpy(over), difference
 
 
 def inflate_exactly(data: bytes, size: int, what: str) -> bytes:
