@@ -105,6 +105,44 @@ def _make_inputs(work: Path, sizes: list[int], files: int, large: str) -> list[t
     return cases
 
 
+def seams(original: np.ndarray, protected: np.ndarray, side: int) -> dict[str, float]:
+    """How tile borders show in a protected ``(H, W, 3)`` image protected in tiles of ``side``.
+
+    ``psnr_border_db``: PSNR over pixels within 4 px of an inner tile border;
+    ``psnr_interior_db``: over the others. ``step_ratio``: the mean jump of the
+    perturbation (protected minus original) across a border, over its mean jump between
+    any other two neighbouring columns or rows (1: a border is no more visible than any
+    other place; a visible seam shows as a ratio well above 1).
+    """
+    height, width = original.shape[:2]
+    perturbation = protected[:height, :width].astype(np.int16) - original.astype(np.int16)
+    near = np.zeros((height, width), bool)
+    for border in range(side, width, side):
+        near[:, border - 4 : border + 4] = True
+    for border in range(side, height, side):
+        near[border - 4 : border + 4, :] = True
+    squared = np.square(perturbation, dtype=np.float32).sum(-1)
+
+    def psnr_db(mask: np.ndarray) -> float:
+        return float(10 * np.log10(255**2 * 3 * mask.sum() / max(squared[mask].sum(), 1e-9)))
+
+    jumps, at_border = [], []
+    for axis, length in ((1, width), (0, height)):
+        step = np.abs(np.diff(perturbation, axis=axis)).mean(axis=(1 - axis, 2))
+        borders = np.zeros(length - 1, bool)
+        borders[[border - 1 for border in range(side, length, side)]] = True
+        jumps.append(step)
+        at_border.append(borders)
+    step, borders = np.concatenate(jumps), np.concatenate(at_border)
+    return {
+        "psnr_border_db": psnr_db(near),
+        "psnr_interior_db": psnr_db(~near),
+        "step_border": float(step[borders].mean()),
+        "step_elsewhere": float(step[~borders].mean()),
+        "step_ratio": float(step[borders].mean() / step[~borders].mean()),
+    }
+
+
 def _child_folder(protector_path: Path, src: Path) -> dict[str, Any]:
     """Protect and recover ``src`` through the folder pipeline; times, exactness, peak RSS."""
     protector = load_protector(protector_path)
@@ -121,13 +159,22 @@ def _child_folder(protector_path: Path, src: Path) -> dict[str, Any]:
         if (back := out / "recovered" / path.with_suffix(".png").name).exists()
     )
     entries = [json.loads(line) for line in (out / "protected" / "manifest.jsonl").open()]
+    peak = peak_rss_mib()  # before measuring seams, which is no part of the pipeline
+    tiled = {}
+    for path in sorted(src.iterdir()):
+        with Image.open(path) as image:
+            if needs_tiles(image.height, image.width, tile_side(protector.side_multiple)):
+                with Image.open(out / "protected" / path.with_suffix(".png").name) as done:
+                    side = tile_side(protector.side_multiple)
+                    tiled[path.name] = seams(np.asarray(image), np.asarray(done), side)
     return {
         "files": protected.written,
         "failed": protected.failed + recovered.failed,
         "exact": int(exact),
         "protect_s": protect_s,
         "recover_s": recover_s,
-        "peak_rss_mib": peak_rss_mib(),
+        "peak_rss_mib": peak,
+        "seams": tiled,
         "record_bytes": sum(entry["record_bytes"] for entry in entries),
         "psnr": float(np.mean([e["psnr"] for e in entries])),
     }
