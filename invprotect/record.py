@@ -1,8 +1,12 @@
 """The recovery record stored in each protected PNG (private chunk ``ipRS``), sealed under a key.
 
-Layout (version 2): ``b"IPR2"``, a 4-byte big-endian header length, a JSON header, the
-encrypted private part (``private_bytes`` long), then the encrypted residual of
-`invprotect.models.exact.ExactCodec`.
+Layout (versions 2 and 3): ``b"IPR2"``, a 4-byte big-endian header length, a JSON header,
+the encrypted private part (``private_bytes`` long), then the encrypted residual of
+`invprotect.models.exact.ExactCodec`. Version 3 (written since the fixed-point exact
+recovery) differs from version 2 only in what the residual holds: a version 3 record may
+hold a residual of coding 1, which versions that read only version 2 cannot decode, so
+they refuse it by its version instead of misreading it. Version 2 records are still
+read; their residuals (coding 0) still decode.
 
 What can be read without the key (the public header): the format version, the mode and
 size of the original, the protector's public key id, a keyed digest of the original
@@ -50,8 +54,10 @@ from invprotect.models.exact import inflate_exactly
 
 RECORD_CHUNK = b"ipRS"
 """PNG chunk type of the record: ancillary, private, not safe to copy."""
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 """Version of the record layout written by this module."""
+READABLE_VERSIONS = (2, 3)
+"""Versions of the sealed layout that `RecoveryRecord.open` reads (and version 1)."""
 RECORD_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA"})
 """Original modes a record can describe."""
 MAX_PRIVATE_BYTES = 64 * 2**20
@@ -266,8 +272,11 @@ def read_header(data: bytes, name: str = "record") -> tuple[dict[str, Any], byte
                 f"{name}: record field {key!r} must be {kind.__name__}, got {value!r:.40}"
             )
     body = data[8 + length :]
-    if header["version"] != RECORD_VERSION:
-        raise BadRecordError(f"{name}: record field 'version' is {header['version']}, expected 2")
+    if header["version"] not in READABLE_VERSIONS:
+        raise BadRecordError(
+            f"{name}: record field 'version' is {header['version']}, expected 2 or 3 "
+            "(a newer invprotect wrote it: update invprotect to recover it)"
+        )
     if header["mode"] not in RECORD_MODES:
         raise BadRecordError(f"{name}: record field 'mode' {header['mode']!r:.20} not protectable")
     for key in ("height", "width"):
