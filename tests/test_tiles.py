@@ -146,6 +146,33 @@ def test_one_altered_tile_is_detected_and_the_others_recover_exactly(
     assert not np.array_equal(recovered[64:128, 64:128], original[64:128, 64:128])
 
 
+def test_a_large_file_without_its_record_is_recovered_tile_by_tile(
+    raeg: RAEG, small_tiles: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = _tree(tmp_path)
+    assert protect_tree(src, tmp_path / "prt", raeg).ok
+    path = tmp_path / "prt" / "wide.png"
+    with Image.open(path) as image:
+        image.load()
+        image.save(path)  # re-encoded: the record chunk is dropped
+    shapes: list[tuple[int, ...]] = []
+    original = raeg.approximate
+
+    def recording(protected: torch.Tensor) -> torch.Tensor:
+        shapes.append(tuple(protected.shape[-2:]))
+        return original(protected)
+
+    monkeypatch.setattr(raeg, "approximate", recording)
+    report = recover_tree(tmp_path / "prt", tmp_path / "rec", raeg)
+    assert report.altered == ["wide.png"]
+    assert max(max(shape) for shape in shapes) <= small_tiles  # never the whole image at once
+    with Image.open(src / "wide.png") as image:
+        before = np.asarray(image).astype(float)
+    with Image.open(tmp_path / "rec" / "wide.png") as image:
+        after = np.asarray(image).astype(float)[:138]  # no record: the padded size comes back
+    assert 10 * np.log10(255**2 / np.mean((before - after) ** 2)) > 30
+
+
 def test_untiled_files_protected_before_tiles_still_recover(
     raeg: RAEG, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
