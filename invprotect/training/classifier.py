@@ -194,7 +194,7 @@ def train_classifier(
             batch = len(index)
             mine, weight = distributed.share(batch), distributed.share_weight(batch)
             images, index = images[mine], index[mine]
-            x = images.to(device=device, dtype=torch.float32).div_(255.0)
+            x = images.to(device).float().div_(255.0)  # uint8 over the bus, float on the device
             x = x.contiguous(memory_format=torch.channels_last)
             y = train.labels[index].to(device)
             if config.adversarial is not None:
