@@ -2,20 +2,22 @@
 
 The same ``--files`` CIFAR-10 test images (every k-th file of the test set, copied into
 class folders) are protected with the reference protector, by ``protect_tree`` (the work
-of ``invprotect protect``): first in one process, then in ``N`` processes at once, shard
+of ``invprotect protect``): in one process, then in ``N`` processes at once, shard
 ``K/N`` each (as ``invprotect protect --shard K/N`` or torchrun's workers run it), each
-with ``--threads`` intra-op threads. The protected set of the one-process run is then
-recovered the same two ways. Every process imports torch and loads the protector first,
-then waits at a start line; the clock runs from the start signal until the last process
-is done, so start-up (10-30 s on a loaded machine) is not counted; it is recorded
-apart. The outputs of the sharded runs are compared byte for byte with the one-process
-run's, and their merged manifest with its manifest.
+with ``--threads`` intra-op threads; ``--repeats`` times, in turn. The protected set of
+the one-process run is then recovered the same ways. Every process imports torch and
+loads the protector first, then waits at a start line; the clock runs from the start
+signal until the last process is done, so start-up (10-30 s on a loaded machine) is not
+counted; it is recorded apart, and so is the CPU time the processes spend per image
+(which other work on the machine changes little: the same in both rows means that
+sharding costs nothing extra). The outputs of the sharded runs are compared byte for
+byte with the one-process run's, and their merged manifest with its manifest.
 
 The rows run one after the other; other processes on the machine change them, so the
 load average before and after each row is recorded with it.
 
 Example:
-    .venv/bin/python benchmarks/bench_sharded.py --files 400 --shards 2
+    .venv/bin/python benchmarks/bench_sharded.py --files 400 --shards 2 --repeats 2
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--shards", type=int, default=2, help="Shards of the sharded rows.")
     parser.add_argument("--threads", type=int, default=1, help="Intra-op threads per process.")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="Measure 1 and N shards this many times, in turn."
+    )
     parser.add_argument("--protector", type=Path, default=PROTECTOR)
     parser.add_argument(
         "--commands", nargs="+", choices=["protect", "recover"], default=["protect", "recover"]
@@ -72,10 +77,10 @@ def _worker(args: argparse.Namespace) -> None:
     (start_line / f"{name}.ready").touch()
     while not (start_line / "go").exists():
         time.sleep(0.01)
-    started = time.time()
+    started, cpu = time.time(), time.process_time()
     report = work(Path(src), Path(dst), protector, args.batch_size, None, shard)
     result = {"started": started, "ended": time.time(), "written": report.written}
-    result["failed"] = len(report.failed)
+    result.update(cpu_seconds=time.process_time() - cpu, failed=len(report.failed))
     (start_line / f"{name}.json").write_text(json.dumps(result))
 
 
@@ -123,6 +128,7 @@ def _row(args: argparse.Namespace, command: str, src: Path, dst: Path, shards: i
         results = [json.loads((start_line / f"{k}.json").read_text()) for k in range(shards)]
     seconds = max(result["ended"] for result in results) - go
     written = sum(result["written"] for result in results)
+    cpu_seconds = sum(result["cpu_seconds"] for result in results)
     return {
         "command": command,
         "shards": shards,
@@ -132,6 +138,7 @@ def _row(args: argparse.Namespace, command: str, src: Path, dst: Path, shards: i
         "per_shard": [result["written"] for result in results],
         "seconds": round(seconds, 2),
         "images_per_s": round(written / seconds, 2),
+        "cpu_ms_per_image": round(1000 * cpu_seconds / written, 1),
         "start_up_seconds": round(go - launched, 2),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg()[0],
@@ -165,22 +172,33 @@ def main(argv: list[str] | None = None) -> None:
         for command in args.commands:
             if command == "recover" and not inputs["recover"].exists():
                 _row(args, "protect", src, inputs["recover"], 1)  # the set to recover
-            for shards in (1, args.shards):
-                dst = work / f"{command}-{shards}"
-                rows.append(_row(args, command, inputs[command], dst, shards))
-                print(json.dumps(rows[-1]), flush=True)
+            for repeat in range(args.repeats):
+                for shards in (1, args.shards):
+                    dst = work / f"{command}-{shards}"
+                    if repeat:
+                        shutil.rmtree(dst)
+                    rows.append(_row(args, command, inputs[command], dst, shards))
+                    rows[-1]["repeat"] = repeat
+                    print(json.dumps(rows[-1]), flush=True)
             one, many = work / f"{command}-1", work / f"{command}-{args.shards}"
             identical[command] = _digests(one) == _digests(many) and (
                 _manifest_lines(one) == _manifest_lines(many)
             )
-    print(f"\n{'command':>8} {'shards':>6} {'threads':>7} {'images/s':>9} {'speed-up':>8} load")
+    print(
+        f"\n{'command':>8} {'shards':>6} {'threads':>7} {'images/s':>9} {'speed-up':>8} "
+        f"{'CPU ms/image':>12} load"
+    )
     for row in rows:
-        base = next(r for r in rows if r["command"] == row["command"] and r["shards"] == 1)
+        base = next(
+            r
+            for r in rows
+            if (r["command"], r["repeat"], r["shards"]) == (row["command"], row["repeat"], 1)
+        )
         load = f"{row['load_average_before']:.1f}-{row['load_average_after']:.1f}"
         print(
             f"{row['command']:>8} {row['shards']:>6} {row['threads_per_process']:>7} "
             f"{row['images_per_s']:>9.2f} {row['images_per_s'] / base['images_per_s']:>7.2f}x "
-            f"{load:>9}"
+            f"{row['cpu_ms_per_image']:>12.1f} {load}"
         )
     print(f"sharded outputs and manifest identical to one process: {identical}")
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

@@ -291,30 +291,42 @@ def read_manifest(path: Path, warnings: list[str] | None = None) -> dict[str, di
     Raises:
         ValueError: If the file exists but cannot be read.
     """
+    return {entry["path"]: entry for entry in _manifest_entries(path, warnings)}
+
+
+def _manifest_entries(path: Path, warnings: list[str] | None) -> Iterator[dict]:
+    """The entries of `read_manifest`, in file order, read line by line (later ones win)."""
     try:
-        data = path.read_bytes() if path.is_file() else b""
+        with contextlib.ExitStack() as stack:
+            lines = stack.enter_context(path.open("rb")) if path.is_file() else iter(())
+            for number, line in enumerate(lines, 1):
+                entry = _manifest_entry(path, number, line, warnings)
+                if entry is not None:
+                    yield entry
     except OSError as error:
         raise ValueError(f"cannot read the manifest {path}: {error.strerror}") from None
-    entries: dict[str, dict] = {}
-    lines = data.split(b"\n")
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line.decode("utf-8"))
-        except (ValueError, RecursionError):  # JSON, UTF-8 or nesting
-            torn = number == len(lines)
-            problem = "is incomplete (an interrupted run)" if torn else "is not UTF-8 JSON"
-            _warn(warnings, f"{path}: line {number} {problem}; ignored")
-            continue
-        if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-            _warn(warnings, f"{path}: line {number} is not an entry with a 'path'; ignored")
-            continue
-        if not all(_inside(entry.get(key, "")) for key in ("path", "output")):
-            _warn(warnings, f"{path}: line {number} names a path outside its folder; ignored")
-            continue
-        entries[entry["path"]] = entry
-    return entries
+
+
+def _manifest_entry(
+    path: Path, number: int, line: bytes, warnings: list[str] | None
+) -> dict | None:
+    """The entry on one manifest line, or ``None`` (with a warning unless it is blank)."""
+    if not line.strip():
+        return None
+    try:
+        entry = json.loads(line.decode("utf-8"))
+    except (ValueError, RecursionError):  # JSON, UTF-8 or nesting
+        torn = not line.endswith(b"\n")
+        problem = "is incomplete (an interrupted run)" if torn else "is not UTF-8 JSON"
+        _warn(warnings, f"{path}: line {number} {problem}; ignored")
+        return None
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        _warn(warnings, f"{path}: line {number} is not an entry with a 'path'; ignored")
+        return None
+    if not all(_inside(entry.get(key, "")) for key in ("path", "output")):
+        _warn(warnings, f"{path}: line {number} names a path outside its folder; ignored")
+        return None
+    return entry
 
 
 def _inside(relative: object) -> bool:
@@ -562,20 +574,36 @@ def _merge_lock(root: Path, wait: float = MERGE_WAIT_SECONDS) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
-def _idle_parts(root: Path, shard: Shard | None) -> list[Path]:
-    """The manifest parts in ``root`` no other live shard appends to (this ``shard``'s too)."""
+def _idle_parts(root: Path) -> list[Path]:
+    """The manifest parts in ``root`` whose shard is not running (no lock, or a dead one's)."""
     parts = []
     for path in sorted(root.iterdir()):
         match = _PART.fullmatch(path.name)
         if match is None or path.is_symlink() or not path.is_file():
             continue
-        owner = Shard(int(match[1]), int(match[2])) if int(match[1]) < int(match[2]) else None
-        lock = root / _lock_name(owner) if owner is not None else None
-        if owner != shard and lock is not None and lock.exists():
-            if not _is_dead(_lock_holder(lock)):
-                continue
+        lock = root / f".invprotect.shard-{match[1]}-of-{match[2]}.lock"
+        if lock.exists() and not _is_dead(_lock_holder(lock)):
+            continue
         parts.append(path)
     return parts
+
+
+def _merge_idle_parts(root: Path, warnings: list[str]) -> None:
+    """Fold every idle part into the manifest, unless another process is folding.
+
+    A shard calls this once it has released its lock (its part is idle then). When the
+    merge lock is free it folds every idle part, and looks again after releasing the
+    lock; when another process holds it, that process looks after releasing it (or
+    lists the parts after taking it), so it folds this shard's part: shards that end
+    together wait for no one, and their parts are folded in few rewrites.
+    """
+    while root.is_dir() and _idle_parts(root):
+        if _create_lock(root / MERGE_LOCK) is not None:
+            return
+        try:
+            _fold_parts(root, _idle_parts(root), warnings)
+        finally:
+            (root / MERGE_LOCK).unlink(missing_ok=True)
 
 
 def _fold_parts(root: Path, parts: list[Path], warnings: list[str]) -> None:
@@ -704,17 +732,25 @@ def protect_tree(
         if path.is_symlink() or (path.exists() and not path.is_file()):
             raise DestinationError(f"{path} is a link or not a file; refusing to write it")
     with _destination(root, report, shard, [job.output for job in scan.jobs]):
-        with _merge_lock(root):
-            _fold_parts(root, _idle_parts(root, shard), report.warnings)
-            done = read_manifest(manifest_path, report.warnings)
-        others = sorted({str(e.get("key_id")) for e in done.values()} - {keys.key_id, "None"})
+        with _merge_lock(root):  # a shard only waits for a merge that may hold its part
+            if shard is None:  # it appends to the manifest: fold in what shards left first
+                _fold_parts(root, _idle_parts(root), report.warnings)
+        own = read_manifest(own_path, report.warnings)
+        done, key_ids = {}, {str(entry.get("key_id")) for entry in own.values()}
+        if shard is not None:  # the shared manifest too, keeping only this shard's entries
+            for entry in _manifest_entries(manifest_path, report.warnings):
+                key_ids.add(str(entry.get("key_id")))
+                if shard.owns(entry["path"]):
+                    done[entry["path"]] = entry
+        done.update(own)
+        others = sorted(key_ids - {keys.key_id, "None"})
         if others:
             raise DestinationError(
                 f"DST {root} holds files protected under another key ({others[0][:12]}...); "
                 "protect into a new folder, or use the protector that protected them"
             )
-        if shard is None and not _manifest_is_clean(manifest_path, done):
-            _write_manifest(manifest_path, done)
+        if not _manifest_is_clean(own_path, own):
+            _write_manifest(own_path, own)
         redone = False
         for batch in _batches(scan.jobs, batch_size):
             todo = []
@@ -743,9 +779,8 @@ def protect_tree(
                 progress(len(batch))
         if redone:
             _write_manifest(own_path, read_manifest(own_path))
-        if shard is not None and own_path.exists():
-            with _merge_lock(root):
-                _fold_parts(root, [own_path], report.warnings)
+    if shard is not None:
+        _merge_idle_parts(root, report.warnings)
     return report
 
 

@@ -24,6 +24,7 @@ from invprotect.cli.app import EXIT_USAGE, invoke
 from invprotect.folders import (
     LOCK_FILE,
     MANIFEST,
+    MERGE_LOCK,
     DestinationLockedError,
     TreeReport,
     manifest_part,
@@ -200,6 +201,25 @@ def test_an_interrupted_shard_resumes_alone(protector, tree: Path, tmp_path: Pat
     assert len(read_manifest(out / MANIFEST)) == 2 + other.written
     resumed = protect_tree(tree, out, protector, 2, None, HALVES[0])
     assert resumed.skipped == 2 and resumed.written > 0
+    _assert_same_set(out, tmp_path / "single")
+
+
+def test_a_shard_ending_during_a_merge_leaves_its_part_to_the_next_merge(
+    protector, tree: Path, tmp_path: Path
+) -> None:
+    _single(tree, tmp_path / "single", protector)
+    out = tmp_path / "sharded"
+    merging = json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "since": "now"})
+
+    def another_process_merges(count: int) -> None:
+        (out / MERGE_LOCK).write_text(merging)
+
+    first = protect_tree(tree, out, protector, 3, another_process_merges, HALVES[1])
+    assert first.written and (out / manifest_part(HALVES[1])).is_file()  # it did not wait
+    assert not (out / MANIFEST).exists()
+    (out / MERGE_LOCK).unlink()  # that merge ends; the next shard to end folds both parts
+    second = protect_tree(tree, out, protector, 3, None, HALVES[0])
+    assert second.written + first.written == 11
     _assert_same_set(out, tmp_path / "single")
 
 
