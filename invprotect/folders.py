@@ -15,11 +15,14 @@ the files it owns. It holds its own lock (``.invprotect.shard-K-of-N.lock``), so
 shards of one set run at the same time, on one machine or several sharing DST, while a
 second run of the same shard, a shard of another N and an unsharded run are refused. It
 appends its entries to its own manifest part, ``DST/manifest.shard-K-of-N.jsonl``, and
-when it ends folds the part into ``manifest.jsonl`` (under a short merge lock, by an
-atomic rewrite sorted by path) and deletes it: a finished set has one manifest, whatever
-order its shards ran, or ran again, in. A part left by an interrupted shard is folded in
-by the next run that starts on DST, so its files are not protected twice. A shard
-removes only the stale temporary files of its own outputs.
+reads of the shared manifest only its own entries. When it ends, its part is folded into
+``manifest.jsonl`` (an atomic rewrite sorted by path, under a short merge lock) and
+deleted, by the shard itself or, when another process is merging at that moment, by
+that process, which folds every part it finds idle: a finished set has one manifest,
+whatever order its shards ran, or ran again, in. A part left by an interrupted shard is
+folded in by the next shard that ends or the next unsharded run, and read by its shard
+when it runs again, so its files are not protected twice. A shard removes only the
+stale temporary files of its own outputs.
 
 Protection appends one JSON line per finished image to ``DST/manifest.jsonl`` (keyed
 digests only, see `invprotect.record`). A run started again skips an image only when its
