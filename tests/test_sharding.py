@@ -34,7 +34,13 @@ from invprotect.folders import (
 )
 from invprotect.models import RAEG
 from invprotect.protectors import load_protector
-from invprotect.sharding import Shard, parse_shard, shard_from_environment, shard_of
+from invprotect.sharding import (
+    Shard,
+    parse_shard,
+    shard_from_environment,
+    shard_of,
+    worker_device,
+)
 from tests.contracts import train_away_from_identity
 
 TINY = {"generator": {"levels": 2, "blocks_per_level": 1, "hidden_channels": 8, "subnet": "conv"}}
@@ -160,6 +166,19 @@ def test_shard_option_and_torchrun_together_exit_2(
     assert invoke(argv) == EXIT_USAGE
     assert "RANK='one'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_torchrun_workers_take_the_gpu_of_their_local_rank(monkeypatch) -> None:
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert worker_device(cuda) == cuda  # not under torchrun: as asked
+    for name, value in _torchrun_variables(1, 2).items():
+        monkeypatch.setenv(name, value)
+    assert worker_device(cpu) == cpu and worker_device(torch.device("cuda", 0)).index == 0
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert worker_device(cuda) == torch.device("cuda", 1)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(ValueError, match="received LOCAL_RANK 1 on a machine with 1 GPU"):
+        worker_device(cuda)
 
 
 def test_shards_one_after_the_other_write_the_bytes_of_one_run(
