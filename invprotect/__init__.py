@@ -2,7 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from invprotect._registry import Registry, UnknownNameError
+from invprotect._registry import Presets, Registry, UnknownNameError, UnknownPresetError
 from invprotect.attacks import AttackLayer
 from invprotect.blocks import DSACBlock, HaarDownsampling, HaarUpsampling, InvertibleUNet
 from invprotect.models import RAEG
@@ -19,7 +19,9 @@ __all__ = [
     "HaarDownsampling",
     "HaarUpsampling",
     "InvertibleUNet",
+    "Presets",
     "Registry",
     "UnknownNameError",
+    "UnknownPresetError",
     "__version__",
 ]

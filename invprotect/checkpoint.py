@@ -6,6 +6,10 @@ written atomically (temporary file, then rename), so an interrupted save never
 leaves a half-written checkpoint behind. Loading only ever parses safetensors and
 JSON: a pickled ``.pt``/``.pth`` file is refused, because unpickling a file runs
 whatever code it contains.
+
+The config names what wrote it in one field, ``format``: ``"NAME/VERSION"``, for
+example ``"invprotect.raeg/1"``. `checkpoint_format` reads it, and reads the older
+dialect (``kind`` and ``version`` fields) as the same string.
 """
 
 from __future__ import annotations
@@ -14,13 +18,14 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import Tensor
+from torch import Tensor, nn
 
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
@@ -132,6 +137,48 @@ def load_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], dict[str, Any]
     if not isinstance(settings, dict):
         raise CheckpointError(f"{config} must hold a JSON object, got {type(settings).__name__}")
     return tensors, settings
+
+
+def checkpoint_format(config: Mapping[str, Any]) -> Any:
+    """The format a checkpoint's config declares, whichever header dialect it uses.
+
+    Returns:
+        The ``format`` field; for a config in the older dialect (``kind`` and
+        ``version``, as ComDefend and the learned inverse wrote them), the string
+        ``"KIND/VERSION"``; ``None`` when neither is there. Any other JSON value is
+        returned as it is, for the caller's message.
+
+    Example:
+        >>> checkpoint_format({"format": "invprotect.raeg/1"})
+        'invprotect.raeg/1'
+        >>> checkpoint_format({"kind": "invprotect.defences.comdefend", "version": 1})
+        'invprotect.defences.comdefend/1'
+    """
+    if "format" in config:
+        return config["format"]
+    if "kind" in config and "version" in config:
+        return f"{config['kind']}/{config['version']}"
+    return config.get("kind")
+
+
+def load_module(
+    module: nn.Module, tensors: Mapping[str, Tensor], path: str | Path, what: str
+) -> None:
+    """Load ``tensors`` into ``module`` (strictly), as a checkpoint's weights.
+
+    Args:
+        module: The freshly built module.
+        tensors: The weights read from the checkpoint.
+        path: The checkpoint, for the message.
+        what: What the weights must match, for the message (``"the architecture"``).
+
+    Raises:
+        CheckpointError: If a name or a shape does not match.
+    """
+    try:
+        module.load_state_dict(dict(tensors), strict=True)
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not match {what}: {error}") from None
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str) -> dict[str, Tensor]:

@@ -17,8 +17,10 @@ PUBLIC_API = {
         "HaarUpsampling",
         "InvertibleUNet",
         "RAEG",
+        "Presets",
         "Registry",
         "UnknownNameError",
+        "UnknownPresetError",
         "__version__",
     ],
     "invprotect.blocks": [

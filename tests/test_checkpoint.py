@@ -7,7 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from invprotect.checkpoint import (
+    CheckpointError,
+    checkpoint_format,
+    load_checkpoint,
+    load_module,
+    save_checkpoint,
+)
 
 
 def test_round_trip_keeps_tensors_and_config(tmp_path: Path) -> None:
@@ -49,3 +55,22 @@ def test_missing_or_odd_checkpoints_are_clear_errors(tmp_path: Path, setup, mess
     setup(tmp_path / "ck")
     with pytest.raises(CheckpointError, match=message):
         load_checkpoint(tmp_path / "ck")
+
+
+def test_both_header_dialects_name_the_same_format() -> None:
+    assert checkpoint_format({"format": "invprotect.raeg/1"}) == "invprotect.raeg/1"
+    old = {"kind": "invprotect.defences.comdefend", "version": 1}
+    assert checkpoint_format(old) == "invprotect.defences.comdefend/1"
+    assert checkpoint_format({"kind": "classifier"}) == "classifier"
+    assert checkpoint_format({}) is None
+
+
+def test_load_module_names_the_mismatch(tmp_path: Path) -> None:
+    module = torch.nn.Linear(2, 3)
+    tensors = {name: torch.ones_like(t) for name, t in module.state_dict().items()}
+    load_module(module, tensors, tmp_path, "the architecture")
+    assert torch.equal(module.weight, torch.ones(3, 2))
+    with pytest.raises(CheckpointError, match=r"(?s)do not match a 2 -> 3 layer.*size mismatch"):
+        load_module(module, {**tensors, "bias": torch.ones(4)}, tmp_path, "a 2 -> 3 layer")
+    with pytest.raises(CheckpointError, match="Missing key"):
+        load_module(module, {"weight": tensors["weight"]}, tmp_path, "the architecture")

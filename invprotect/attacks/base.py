@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Iterable
 from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
+from invprotect._registry import Registry
 from invprotect.attacks._checks import check_images, check_params
 
 AttackParams = dict[str, Tensor]
@@ -139,3 +141,25 @@ class Attack(nn.Module, abc.ABC):
     ) -> AttackParams:
         """Draw the parameters on ``device`` (the generator's); default: no parameters."""
         return {}
+
+
+AttackFactory = Callable[..., Attack]
+"""An attack class or factory: ``(**hparams) -> Attack``."""
+
+ATTACKS: Registry[AttackFactory] = Registry("attack")
+"""Every attack, registered where it is defined (with `register_attack`)."""
+
+
+def register_attack(
+    name: str, *, tags: Iterable[str] = ()
+) -> Callable[[AttackFactory], AttackFactory]:
+    """Decorator registering an `invprotect.attacks.Attack` subclass under ``name``.
+
+    Args:
+        name: The attack's name.
+        tags: Labels; ``"jpeg_method"`` marks the JPEG simulations `pseudo_jpeg` can mix.
+
+    Raises:
+        ValueError: If the name is taken or invalid.
+    """
+    return ATTACKS.register(name, tags=tags)

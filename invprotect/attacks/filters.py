@@ -18,7 +18,7 @@ from invprotect.attacks._checks import (
     per_sample,
     uniform,
 )
-from invprotect.attacks.base import Attack, AttackParams
+from invprotect.attacks.base import Attack, AttackParams, register_attack
 
 
 def _kernel_sizes(kernel_size: Tensor | int, x: Tensor, owner: str) -> Tensor:
@@ -37,17 +37,30 @@ def _kernel_sizes(kernel_size: Tensor | int, x: Tensor, owner: str) -> Tensor:
     return sizes
 
 
+def border_type(kernel_size: int, height: int, width: int) -> str:
+    """Reflected borders where the image is larger than half the kernel, else replicated.
+
+    Reflection padding needs more pixels than the padding; smaller images (a thumbnail
+    under a wide kernel) are padded by repeating their edge pixels instead.
+
+    Example:
+        >>> border_type(5, 32, 32), border_type(5, 2, 32)
+        ('reflect', 'replicate')
+    """
+    return "reflect" if kernel_size // 2 < min(height, width) else "replicate"
+
+
 @image_op("gaussian_blur")
 def gaussian_blur(x: Tensor, sigma: Tensor | float, kernel_size: Tensor | int) -> Tensor:
     """Blur each sample with an isotropic Gaussian (`kornia.filters.gaussian_blur2d`).
 
-    Samples with equal kernel sizes are filtered in one call. Borders are reflected.
+    Samples with equal kernel sizes are filtered in one call. Borders are reflected
+    (replicated on images smaller than half the kernel: see `border_type`).
 
     Args:
         x: Images ``(B, C, H, W)``, float in ``[0, 1]``.
         sigma: Standard deviation in pixels per sample ``(B,)`` or one number, ``> 0``.
-        kernel_size: Odd kernel side per sample ``(B,)`` or one int; must be smaller than
-            twice the image side (reflection padding).
+        kernel_size: Odd kernel side per sample ``(B,)`` or one int.
 
     Returns:
         The blurred images, clamped to ``[0, 1]``.
@@ -65,7 +78,8 @@ def gaussian_blur(x: Tensor, sigma: Tensor | float, kernel_size: Tensor | int) -
     def blur(part: Tensor, index: Tensor) -> Tensor:
         size = int(sizes[index[0].item()])
         part_sigma = sigma.index_select(0, index).unsqueeze(1).expand(-1, 2)
-        return kornia.filters.gaussian_blur2d(part, (size, size), part_sigma, border_type="reflect")
+        border = border_type(size, *part.shape[-2:])
+        return kornia.filters.gaussian_blur2d(part, (size, size), part_sigma, border_type=border)
 
     return apply_grouped(x, sizes, blur)
 
@@ -74,8 +88,9 @@ def gaussian_blur(x: Tensor, sigma: Tensor | float, kernel_size: Tensor | int) -
 def median_blur(x: Tensor, kernel_size: Tensor | int) -> Tensor:
     """Median-filter each sample (`kornia.filters.median_blur`).
 
-    Samples with equal kernel sizes are filtered in one call. The gradient flows to the
-    pixel that is each window's median (exact almost everywhere: a selection).
+    Samples with equal kernel sizes are filtered in one call. Borders are reflected
+    (replicated on images smaller than half the kernel: see `border_type`). The gradient
+    flows to the pixel that is each window's median (exact almost everywhere: a selection).
 
     Args:
         x: Images ``(B, C, H, W)``, float in ``[0, 1]``.
@@ -95,11 +110,13 @@ def median_blur(x: Tensor, kernel_size: Tensor | int) -> Tensor:
 
     def filter_(part: Tensor, index: Tensor) -> Tensor:
         size = int(sizes[index[0].item()])
-        return kornia.filters.median_blur(part, (size, size))
+        border = border_type(size, *part.shape[-2:])
+        return kornia.filters.median_blur(part, (size, size), border_type=border)
 
     return apply_grouped(x, sizes, filter_)
 
 
+@register_attack("gaussian_blur")
 class GaussianBlur(Attack):
     """Gaussian blur with a per-sample standard deviation and kernel size.
 
@@ -150,6 +167,7 @@ class GaussianBlur(Attack):
         return f"sigma={self.sigma}, kernel_size={self.kernel_size}"
 
 
+@register_attack("median_blur")
 class MedianBlur(Attack):
     """Median filter with a per-sample kernel size.
 

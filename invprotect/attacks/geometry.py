@@ -11,7 +11,7 @@ from kornia.geometry.transform import resize as kornia_resize
 from torch import Tensor
 
 from invprotect.attacks._checks import apply_grouped, check_range, image_op, per_sample, uniform
-from invprotect.attacks.base import Attack, AttackParams
+from invprotect.attacks.base import Attack, AttackParams, register_attack
 
 
 @image_op("resize")
@@ -127,6 +127,7 @@ def random_crop(
     return crop_and_resize(x, boxes, (full_h, full_w), mode="bilinear", align_corners=True)
 
 
+@register_attack("resize")
 class Resize(Attack):
     """Down-and-up rescaling with a per-sample scale factor; output keeps the input size.
 
@@ -174,6 +175,7 @@ class Resize(Attack):
         return f"scale={self.scale}, interpolation={self.interpolation!r}"
 
 
+@register_attack("random_crop")
 class RandomCrop(Attack):
     """Random crop resized back to the full size (zoom in; no padding), per sample.
 

@@ -39,7 +39,7 @@ from invprotect.attacks._checks import (
     integers,
     per_sample,
 )
-from invprotect.attacks.base import Attack, AttackParams, GradientKind
+from invprotect.attacks.base import ATTACKS, Attack, AttackParams, GradientKind, register_attack
 
 LUMA_TABLE: tuple[tuple[int, ...], ...] = (
     (16, 11, 10, 16, 24, 40, 51, 61),
@@ -64,9 +64,6 @@ CHROMA_TABLE: tuple[tuple[int, ...], ...] = (
     (99, 99, 99, 99, 99, 99, 99, 99),
 )
 """Standard chrominance quantisation table (JPEG specification, Annex K.2), row-major."""
-
-JPEG_METHODS: tuple[str, ...] = ("jpeg_kornia", "jpeg_mask", "jpeg_ss", "jpeg_ste")
-"""The JPEG attacks that `pseudo_jpeg` can mix, by registry name."""
 
 PSEUDO_JPEG_WEIGHTS: dict[str, float] = {"jpeg_ss": 1.0, "jpeg_mask": 1.0, "jpeg_ste": 1.0}
 """Default weights of `pseudo_jpeg`: the paper's three methods, equally (normalised)."""
@@ -507,6 +504,7 @@ class _QualityAttack(Attack):
         return f"quality={self.quality}"
 
 
+@register_attack("jpeg_kornia", tags=("jpeg_method",))
 class KorniaJPEG(_QualityAttack):
     """Kornia's differentiable JPEG with a per-sample quality factor (``jpeg_kornia``).
 
@@ -544,6 +542,7 @@ def _kornia_with_tables(x: Tensor, quality: Tensor, luma: Tensor, chroma: Tensor
     )
 
 
+@register_attack("jpeg_ss", tags=("jpeg_method",))
 class JPEGSS(_QualityAttack):
     """JPEG-SS (Liu et al., TVCG 2021) with a per-sample quality factor (``jpeg_ss``).
 
@@ -595,6 +594,7 @@ def _jpeg_ss_module(
     return _jpeg_ss(x, quality, luma.to(x), chroma.to(x), matrix.to(x), rounding)
 
 
+@register_attack("jpeg_mask", tags=("jpeg_method",))
 class JPEGMask(Attack):
     """HiDDeN's JPEG-Mask (``jpeg_mask``): keep the low 8x8-DCT frequencies only.
 
@@ -637,6 +637,7 @@ def _jpeg_mask_module(x: Tensor, mask: Tensor, matrix: Tensor) -> Tensor:
     return _jpeg_mask(x, mask.to(x), matrix.to(x))
 
 
+@register_attack("jpeg_ste", tags=("jpeg_method",))
 class JPEGSTE(_QualityAttack):
     """Real libjpeg forward with a straight-through backward (``jpeg_ste``), as in MBRS.
 
@@ -662,6 +663,7 @@ class JPEGSTE(_QualityAttack):
         return jpeg_ste(x, params["quality"])
 
 
+@register_attack("pseudo_jpeg")
 class PseudoJPEG(_QualityAttack):
     r"""Pseudo-JPEG (``pseudo_jpeg``), the RAEG paper's Eq. (3).
 
@@ -726,3 +728,8 @@ def _mix(x: Tensor, quality: Tensor, members: nn.ModuleDict, weights: dict[str, 
         member_params = {"quality": quality} if member.param_names else {}
         outputs.append(weights[name] * member(x, member_params))
     return torch.stack(outputs).sum(0)
+
+
+JPEG_METHODS: tuple[str, ...] = tuple(ATTACKS.names(tag="jpeg_method"))
+"""The JPEG attacks that `pseudo_jpeg` can mix, by registry name (those tagged
+``jpeg_method``): ``jpeg_kornia``, ``jpeg_mask``, ``jpeg_ss`` and ``jpeg_ste``."""

@@ -9,9 +9,13 @@ import torch
 from torch import Tensor
 
 from invprotect.attacks._checks import check_range, clamp_unit, image_op, per_sample, uniform
-from invprotect.attacks.base import Attack, AttackParams, GradientKind
+from invprotect.attacks.base import Attack, AttackParams, GradientKind, register_attack
 
 _SEED_HIGH = 2**62
+
+
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+"""ITU-R BT.601 luma weights of R, G and B (what JPEG and PIL's ``convert("L")`` use)."""
 
 
 @image_op("identity")
@@ -50,7 +54,7 @@ def grayscale(x: Tensor) -> Tensor:
         >>> torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 1], y[:, 2])
         True
     """
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=x.dtype, device=x.device)
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=x.dtype, device=x.device)
     luma = torch.einsum("bchw,c->bhw", x, weights)
     return luma[:, None].expand_as(x).contiguous()
 
@@ -127,6 +131,7 @@ def quantize_ste(x: Tensor, levels: int = 256) -> Tensor:
     return rounded.detach() + (clamped - clamped.detach())
 
 
+@register_attack("identity")
 class IdentityAttack(Attack):
     """No attack: the images pass unchanged (clamped to ``[0, 1]``).
 
@@ -143,6 +148,7 @@ class IdentityAttack(Attack):
         return identity(x)
 
 
+@register_attack("grayscale")
 class Grayscale(Attack):
     """Grayscale squeezing (registered as ``grayscale``): see `grayscale`. No parameters.
 
@@ -158,6 +164,7 @@ class Grayscale(Attack):
         return grayscale(x)
 
 
+@register_attack("gaussian_noise")
 class GaussianNoise(Attack):
     r"""Additive white Gaussian noise with a per-sample standard deviation.
 
@@ -202,6 +209,7 @@ class GaussianNoise(Attack):
         return f"sigma={self.sigma}"
 
 
+@register_attack("quantize")
 class QuantizeSTE(Attack):
     """8-bit rounding with a straight-through gradient (registered as ``quantize``).
 

@@ -2,43 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from invprotect._registry import Registry
-from invprotect.attacks.base import Attack
-from invprotect.attacks.filters import GaussianBlur, MedianBlur
-from invprotect.attacks.geometry import RandomCrop, Resize
-from invprotect.attacks.jpeg import JPEGSS, JPEGSTE, JPEGMask, KorniaJPEG, PseudoJPEG
-from invprotect.attacks.pixel import GaussianNoise, Grayscale, IdentityAttack, QuantizeSTE
+# The attack modules register their entries where they define them; importing them here
+# fills the registry.
+from invprotect.attacks import filters, geometry, jpeg, pixel  # noqa: F401
+from invprotect.attacks.base import ATTACKS, Attack, AttackFactory, register_attack
 
-AttackFactory = Callable[..., Attack]
-"""An attack class or factory: ``(**hparams) -> Attack``."""
+__all__ = ["AttackFactory", "create_attack", "is_attack", "list_attacks", "register_attack"]
 
-_ATTACKS: Registry[AttackFactory] = Registry("attack")
-_ATTACKS.register("identity")(IdentityAttack)
-_ATTACKS.register("gaussian_noise")(GaussianNoise)
-_ATTACKS.register("gaussian_blur")(GaussianBlur)
-_ATTACKS.register("median_blur")(MedianBlur)
-_ATTACKS.register("resize")(Resize)
-_ATTACKS.register("random_crop")(RandomCrop)
-_ATTACKS.register("quantize")(QuantizeSTE)
-_ATTACKS.register("grayscale")(Grayscale)
-_ATTACKS.register("jpeg_kornia")(KorniaJPEG)
-_ATTACKS.register("jpeg_mask")(JPEGMask)
-_ATTACKS.register("jpeg_ss")(JPEGSS)
-_ATTACKS.register("jpeg_ste")(JPEGSTE)
-_ATTACKS.register("pseudo_jpeg")(PseudoJPEG)
+_ATTACKS = ATTACKS
 
 
-def list_attacks(pattern: str = "*") -> list[str]:
-    """Names of the registered attacks matching the shell-style ``pattern``.
+def list_attacks(pattern: str = "*", *, tag: str | None = None) -> list[str]:
+    """Names of the registered attacks matching the shell-style ``pattern`` (and ``tag``).
 
     Example:
         >>> list_attacks("jpeg_*")
         ['jpeg_kornia', 'jpeg_mask', 'jpeg_ss', 'jpeg_ste']
+        >>> list_attacks(tag="jpeg_method")
+        ['jpeg_kornia', 'jpeg_mask', 'jpeg_ss', 'jpeg_ste']
     """
-    return _ATTACKS.names(pattern)
+    return _ATTACKS.names(pattern, tag=tag)
 
 
 def is_attack(name: str) -> bool:
@@ -67,12 +52,3 @@ def create_attack(name: str, **hparams: Any) -> Attack:
         torch.Size([2, 3, 8, 8])
     """
     return _ATTACKS.create(name, **hparams)
-
-
-def register_attack(name: str) -> Callable[[AttackFactory], AttackFactory]:
-    """Decorator registering an `invprotect.attacks.Attack` subclass under ``name``.
-
-    Raises:
-        ValueError: If the name is taken or invalid.
-    """
-    return _ATTACKS.register(name)

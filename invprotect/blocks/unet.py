@@ -10,6 +10,7 @@ import torch
 from FrEIA.modules import InvertibleModule
 from torch import Tensor, nn
 
+from invprotect._registry import Presets
 from invprotect.blocks._checks import channels_of, check_image_batch, single_input
 from invprotect.blocks.coupling import DSACBlock
 from invprotect.blocks.haar import HaarDownsampling, HaarUpsampling
@@ -46,10 +47,14 @@ class UNetConfig:
             raise ValueError(f"split_fraction must be in (0, 1), got {self.split_fraction!r}")
 
 
-UNET_PRESETS: dict[str, UNetConfig] = {
-    "paper": UNetConfig(levels=3, blocks_per_level=4, hidden_channels=64),
-    "cpu": UNetConfig(levels=3, blocks_per_level=2, hidden_channels=24),
-}
+UNET_PRESETS: Presets[UNetConfig] = Presets(
+    "InvertibleUNet",
+    UNetConfig,
+    {
+        "paper": UNetConfig(levels=3, blocks_per_level=4, hidden_channels=64),
+        "cpu": UNetConfig(levels=3, blocks_per_level=2, hidden_channels=24),
+    },
+)
 """Named configurations: ``paper`` (3 levels of 4 DSAC blocks, as in RAEG) and
 ``cpu`` (3 levels of 2 narrower blocks, sized for training at 32x32 on a CPU)."""
 
@@ -154,15 +159,12 @@ class InvertibleUNet(InvertibleModule):
         Raises:
             ValueError: For an unknown preset or an invalid override.
         """
-        if preset not in UNET_PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(UNET_PRESETS)}")
-        fields = sorted(asdict(UNET_PRESETS[preset]))
+        base = UNET_PRESETS[preset]
+        fields = sorted(asdict(base))
         unknown = sorted(set(overrides) - set(fields))
         if unknown:
             raise ValueError(f"unknown UNetConfig fields {unknown}; valid: {fields}")
-        config = replace(
-            UNET_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None}
-        )
+        config = replace(base, **{k: v for k, v in overrides.items() if v is not None})
         return cls(dims_in, **asdict(config))
 
     def forward(

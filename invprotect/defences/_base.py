@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import abc
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import ClassVar, TypeAlias
 
 import torch
 from torch import Tensor, nn
 
 from invprotect import checks
+from invprotect._registry import Registry
 
 GeneratorArg: TypeAlias = torch.Generator | Sequence[torch.Generator] | None
 """``None``, one generator for the whole batch, or one generator per image."""
@@ -167,3 +168,27 @@ class Defence(nn.Module, abc.ABC):
     @abc.abstractmethod
     def purify(self, images: Tensor, generator: GeneratorArg) -> Tensor:
         """The defence itself, on checked input; the result is rounded by `forward`."""
+
+
+DefenceFactory = Callable[..., Defence]
+"""A callable building a defence from keyword arguments."""
+
+DEFENCES: Registry[DefenceFactory] = Registry("defence")
+"""Every defence, registered where it is defined (with `register_defence`)."""
+
+
+def register_defence(
+    name: str, *, tags: Iterable[str] = ()
+) -> Callable[[DefenceFactory], DefenceFactory]:
+    """Decorator registering a defence class (or factory) under ``name``.
+
+    Args:
+        name: The defence's name on the command line.
+        tags: Labels: ``"slow"`` (an optimisation per image: `invprotect.evaluation.verify`
+            runs it on a few images only), ``"trainable"`` (``invprotect train-defence``
+            trains it).
+
+    Raises:
+        ValueError: If the name is taken or invalid.
+    """
+    return DEFENCES.register(name, tags=tags)

@@ -6,6 +6,15 @@ onto the 8-bit grid. The functions take and return float RGB ``(B, 3, H, W)`` in
 ``[0, 1]``; their output is not rounded (except `jpeg_compress`, whose output is
 8-bit by nature).
 
+A defence is an attack's operation with fixed parameters, rounded to 8 bits: JPEG is
+`invprotect.attacks.real_jpeg`, the median filter `invprotect.attacks.median_blur`,
+the blur `invprotect.attacks.gaussian_blur`, grayscale `invprotect.attacks.grayscale`
+and the bit depth `invprotect.attacks.quantize_ste`. Two keep their own operation,
+because their outputs are part of saved results: `resize_down_up` interpolates as PIL
+does (the attack ``resize`` uses kornia's Gaussian antialiasing), and
+`add_gaussian_noise` draws one generator per image in 8-bit units (the attack
+``gaussian_noise`` draws per-sample seeds in ``[0, 1]`` units; see the conventions page).
+
 Parameters are checked when a module is built, so that a bad command-line value fails
 before any image is read.
 """
@@ -15,21 +24,26 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-import kornia
-import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor
 
+from invprotect.attacks.filters import gaussian_blur as attack_gaussian_blur
+from invprotect.attacks.filters import median_blur
 from invprotect.attacks.jpeg import real_jpeg
-from invprotect.defences._base import Defence, GeneratorArg, draw, resolve_generator
+from invprotect.attacks.pixel import LUMA_WEIGHTS as LUMA_WEIGHTS  # re-exported (moved)
+from invprotect.attacks.pixel import grayscale, quantize_ste
+from invprotect.defences._base import (
+    Defence,
+    GeneratorArg,
+    draw,
+    register_defence,
+    resolve_generator,
+)
 
 Interpolation = Literal["bilinear", "bicubic", "nearest", "area"]
 """Interpolation modes of `resize_down_up`."""
 
 INTERPOLATIONS: tuple[str, ...] = ("bilinear", "bicubic", "nearest", "area")
-
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-"""ITU-R BT.601 luma weights of R, G and B (what JPEG and PIL's ``convert("L")`` use)."""
 
 
 def _check_int(name: str, value: object) -> int:
@@ -44,11 +58,6 @@ def _check_number(name: str, value: object) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value!r}")
     return float(value)
-
-
-def _border(kernel: int, height: int, width: int) -> str:
-    """Reflect padding where the image is large enough for it, else replicate."""
-    return "reflect" if kernel // 2 < min(height, width) else "replicate"
 
 
 # ---------------------------------------------------------------------------- JPEG
@@ -78,6 +87,7 @@ def _check_quality(quality: object) -> int:
     return quality
 
 
+@register_defence("jpeg")
 class JPEG(Defence):
     """Real JPEG compression at a fixed quality (libjpeg through torchvision).
 
@@ -88,6 +98,7 @@ class JPEG(Defence):
         ValueError: If ``quality`` is not an integer in 1..100.
 
     Example:
+        >>> import torch
         >>> x = torch.full((1, 3, 16, 16), 128 / 255)
         >>> JPEG(quality=50)(x).shape
         torch.Size([1, 3, 16, 16])
@@ -161,6 +172,7 @@ def resize_down_up(
     return _interpolate(shrunk, (height, width), interpolation).clamp(0.0, 1.0)
 
 
+@register_defence("resize")
 class Resize(Defence):
     """Down-and-up resizing: shrink by ``scale``, enlarge back.
 
@@ -216,6 +228,7 @@ def add_gaussian_noise(images: Tensor, sigma: float, generator: GeneratorArg = N
     return (images + noise.to(images.dtype) * (sigma / 255.0)).clamp(0.0, 1.0)
 
 
+@register_defence("gaussian_noise")
 class GaussianNoise(Defence):
     """Additive white Gaussian noise, ``sigma`` in **8-bit levels** (``sigma=8`` means ``8/255``).
 
@@ -256,22 +269,19 @@ def _check_odd_kernel(name: str, kernel_size: object) -> int:
 
 
 def median_filter(images: Tensor, kernel_size: int = 3) -> Tensor:
-    """Median of each ``kernel_size x kernel_size`` window (kornia), borders reflected.
+    """Median of each ``kernel_size x kernel_size`` window: `invprotect.attacks.median_blur`.
 
-    Reflected borders keep edge pixels from being pulled towards black, as zero
-    padding would do.
+    Reflected borders (replicated on tiny images) keep edge pixels from being pulled
+    towards black, as zero padding would do.
 
     Args:
         images: Float RGB ``(B, 3, H, W)``.
         kernel_size: Odd window size.
     """
-    kernel_size = _check_odd_kernel("kernel_size", kernel_size)
-    if kernel_size == 1:
-        return images.clone()
-    border = _border(kernel_size, *images.shape[-2:])
-    return kornia.filters.median_blur(images, kernel_size, border_type=border)
+    return median_blur(images, _check_odd_kernel("kernel_size", kernel_size))
 
 
+@register_defence("median_filter")
 class MedianFilter(Defence):
     """Median filter over square windows (kornia ``median_blur``, reflected borders).
 
@@ -308,7 +318,7 @@ def _check_blur(sigma: object, kernel_size: object) -> tuple[float, int]:
 
 
 def gaussian_blur(images: Tensor, sigma: float = 1.0, kernel_size: int | None = None) -> Tensor:
-    """Gaussian blur (kornia ``gaussian_blur2d``) with reflected borders.
+    """Gaussian blur with reflected borders: `invprotect.attacks.gaussian_blur`.
 
     Args:
         images: Float RGB ``(B, 3, H, W)``.
@@ -316,12 +326,10 @@ def gaussian_blur(images: Tensor, sigma: float = 1.0, kernel_size: int | None = 
         kernel_size: Odd kernel size; ``None`` takes ``2 * ceil(3 * sigma) + 1``.
     """
     sigma, kernel_size = _check_blur(sigma, kernel_size)
-    border = _border(kernel_size, *images.shape[-2:])
-    return kornia.filters.gaussian_blur2d(
-        images, (kernel_size, kernel_size), (sigma, sigma), border_type=border
-    )
+    return attack_gaussian_blur(images, sigma, kernel_size)
 
 
+@register_defence("gaussian_blur")
 class GaussianBlur(Defence):
     """Gaussian blur.
 
@@ -352,14 +360,15 @@ class GaussianBlur(Defence):
 def to_grayscale(images: Tensor) -> Tensor:
     """Luminance ``0.299 R + 0.587 G + 0.114 B`` (BT.601), replicated to three channels.
 
+    The operation is `invprotect.attacks.grayscale`.
+
     Args:
         images: Float RGB ``(B, 3, H, W)``.
     """
-    weights = torch.tensor(LUMA_WEIGHTS, dtype=images.dtype, device=images.device)
-    luma = torch.einsum("bchw,c->bhw", images, weights)[:, None]
-    return luma.expand(-1, 3, -1, -1).clone()
+    return grayscale(images)
 
 
+@register_defence("grayscale")
 class Grayscale(Defence):
     """Convert to luminance (BT.601 weights) and replicate it to the three RGB channels."""
 
@@ -382,16 +391,17 @@ def reduce_bit_depth(images: Tensor, bits: int) -> Tensor:
     """Keep ``2**bits`` evenly spaced levels per channel: ``round(x * n) / n``, ``n = 2**bits - 1``.
 
     This is the bit-depth squeezing of feature squeezing (Xu et al., 2018); the
-    levels span the full range, so black and white stay black and white.
+    levels span the full range, so black and white stay black and white. The operation
+    is the forward pass of `invprotect.attacks.quantize_ste` with ``2 ** bits`` levels.
 
     Args:
         images: Float RGB ``(B, 3, H, W)`` in ``[0, 1]``.
         bits: Bits per channel, 1..8 (8 leaves 8-bit images unchanged).
     """
-    levels = 2 ** _check_bits(bits) - 1
-    return images.mul(levels).round().div(levels)
+    return quantize_ste(images, 2 ** _check_bits(bits))
 
 
+@register_defence("bit_depth")
 class BitDepth(Defence):
     """Colour-depth reduction to ``bits`` bits per channel (feature squeezing).
 

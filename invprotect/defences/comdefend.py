@@ -47,15 +47,25 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from invprotect._registry import Presets
+from invprotect.checkpoint import (
+    CheckpointError,
+    checkpoint_format,
+    load_checkpoint,
+    load_module,
+    save_checkpoint,
+)
 from invprotect.data import ImageSet
-from invprotect.defences._base import Defence, GeneratorArg
+from invprotect.defences._base import Defence, GeneratorArg, register_defence
 from invprotect.metrics import psnr, psnr_from_mse
 
 CHECKPOINT_KIND = "invprotect.defences.comdefend"
-"""The ``kind`` recorded in a ComDefend checkpoint's ``config.json``."""
+"""The name in a ComDefend checkpoint's format (the ``kind`` field of older ones)."""
 
 CHECKPOINT_VERSION = 1
+
+CHECKPOINT_FORMAT = f"{CHECKPOINT_KIND}/{CHECKPOINT_VERSION}"
+"""The ``format`` field of its checkpoints (older ones wrote ``kind`` and ``version``)."""
 
 
 @dataclass(frozen=True)
@@ -118,14 +128,18 @@ class ComDefendConfig:
         return cls(**values)
 
 
-COMDEFEND_PRESETS: dict[str, ComDefendConfig] = {
-    "cpu": ComDefendConfig(),
-    "paper": ComDefendConfig(
-        com_channels=(16, 32, 64, 128, 256, 128, 64, 32),
-        rec_channels=(32, 64, 128, 256, 128, 64, 32, 16),
-        space_to_depth=1,
-    ),
-}
+COMDEFEND_PRESETS: Presets[ComDefendConfig] = Presets(
+    "ComDefend",
+    ComDefendConfig,
+    {
+        "cpu": ComDefendConfig(),
+        "paper": ComDefendConfig(
+            com_channels=(16, 32, 64, 128, 256, 128, 64, 32),
+            rec_channels=(32, 64, 128, 256, 128, 64, 32, 16),
+            space_to_depth=1,
+        ),
+    },
+)
 """Named configurations: ``"cpu"`` (default, trains on two CPU cores) and ``"paper"``."""
 
 
@@ -258,8 +272,7 @@ class ComDefend(Defence):
             The checkpoint directory.
         """
         config = {
-            "kind": CHECKPOINT_KIND,
-            "version": CHECKPOINT_VERSION,
+            "format": CHECKPOINT_FORMAT,
             "architecture": self.config.to_dict(),
             "metrics": self.metrics,
         }
@@ -274,9 +287,9 @@ class ComDefend(Defence):
                 weights do not match its architecture.
         """
         tensors, config = load_checkpoint(path)
-        if config.get("kind") != CHECKPOINT_KIND:
+        if checkpoint_format(config) != CHECKPOINT_FORMAT:
             raise CheckpointError(
-                f"{path} is not a ComDefend checkpoint (kind {config.get('kind')!r}); "
+                f"{path} is not a ComDefend checkpoint (format {checkpoint_format(config)!r}); "
                 "train one with `invprotect train-defence comdefend`"
             )
         try:
@@ -286,15 +299,11 @@ class ComDefend(Defence):
                 f"{path}: bad ComDefend architecture in config.json: {error}"
             ) from None
         model = cls(architecture, metrics=config.get("metrics", {}))
-        try:
-            model.load_state_dict(tensors, strict=True)
-        except RuntimeError as error:
-            raise CheckpointError(
-                f"{path}: weights do not match the architecture: {error}"
-            ) from None
+        load_module(model, tensors, path, "the architecture")
         return model.eval()
 
 
+@register_defence("comdefend", tags=("trainable",))
 def comdefend_from_weights(weights: str | Path | None = None) -> ComDefend:
     """The registry's ``comdefend`` entry: a trained ComDefend loaded from ``weights``.
 

@@ -71,7 +71,13 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from invprotect.defences._base import Defence, GeneratorArg, draw, resolve_generator
+from invprotect.defences._base import (
+    Defence,
+    GeneratorArg,
+    draw,
+    register_defence,
+    resolve_generator,
+)
 from invprotect.metrics import psnr_from_mse
 
 
@@ -239,6 +245,7 @@ class DIPResult:
     smoothed_curves: Tensor
 
 
+@register_defence("dipdefend", tags=("slow",))
 class DIPDefend(Defence):
     """DIPDefend: per-image deep-image-prior reconstruction with adaptive stopping.
 

@@ -33,15 +33,24 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import Tensor, nn
 
-from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from invprotect.checkpoint import (
+    CheckpointError,
+    checkpoint_format,
+    load_checkpoint,
+    load_module,
+    save_checkpoint,
+)
 from invprotect.defences._base import Defence, GeneratorArg, to_8bit_grid
 from invprotect.defences.comdefend import TrainingStep
 from invprotect.metrics import psnr, psnr_from_mse
 
 CHECKPOINT_KIND = "invprotect.defences.learned_inverse"
-"""The ``kind`` recorded in a learned inverse's ``config.json``."""
+"""The name in a learned inverse's checkpoint format (the ``kind`` field of older ones)."""
 
 CHECKPOINT_VERSION = 1
+
+CHECKPOINT_FORMAT = f"{CHECKPOINT_KIND}/{CHECKPOINT_VERSION}"
+"""The ``format`` field of its checkpoints (older ones wrote ``kind`` and ``version``)."""
 
 
 @dataclass(frozen=True)
@@ -169,8 +178,7 @@ class LearnedInverse(Defence):
             The checkpoint directory.
         """
         config = {
-            "kind": CHECKPOINT_KIND,
-            "version": CHECKPOINT_VERSION,
+            "format": CHECKPOINT_FORMAT,
             "architecture": {"channels": list(self.config.channels)},
             "metrics": self.metrics,
         }
@@ -185,9 +193,10 @@ class LearnedInverse(Defence):
                 its weights do not match its architecture.
         """
         tensors, config = load_checkpoint(path)
-        if config.get("kind") != CHECKPOINT_KIND:
+        if checkpoint_format(config) != CHECKPOINT_FORMAT:
             raise CheckpointError(
-                f"{path} is not a learned-inverse checkpoint (kind {config.get('kind')!r}); "
+                f"{path} is not a learned-inverse checkpoint "
+                f"(format {checkpoint_format(config)!r}); "
                 "train one with invprotect.defences.learned_inverse.train_learned_inverse"
             )
         try:
@@ -197,12 +206,7 @@ class LearnedInverse(Defence):
                 f"{path}: bad learned-inverse architecture in config.json: {error}"
             ) from None
         model = cls(architecture, metrics=config.get("metrics", {}))
-        try:
-            model.load_state_dict(tensors, strict=True)
-        except RuntimeError as error:
-            raise CheckpointError(
-                f"{path}: weights do not match the architecture: {error}"
-            ) from None
+        load_module(model, tensors, path, "the architecture")
         return model.eval()
 
 

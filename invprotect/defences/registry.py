@@ -18,47 +18,41 @@ Every entry is a factory returning a `invprotect.defences.Defence`:
 from __future__ import annotations
 
 import inspect
-import re
-from collections.abc import Callable
 from typing import Any
 
-from invprotect._registry import Registry
-from invprotect.defences._base import Defence
-from invprotect.defences.classic import (
-    JPEG,
-    BitDepth,
-    GaussianBlur,
-    GaussianNoise,
-    Grayscale,
-    MedianFilter,
-    Resize,
-)
-from invprotect.defences.comdefend import comdefend_from_weights
-from invprotect.defences.dipdefend import DIPDefend
+# The defence modules register their entries where they define them; importing them here
+# fills the registry.
+from invprotect._registry import parse_spec
+from invprotect.defences import classic, comdefend, dipdefend  # noqa: F401
+from invprotect.defences._base import DEFENCES, Defence, DefenceFactory, register_defence
 
-DefenceFactory = Callable[..., Defence]
-"""A callable building a defence from keyword arguments."""
+__all__ = [
+    "DefenceFactory",
+    "create_defence",
+    "create_defence_from_spec",
+    "defence_parameters",
+    "is_defence",
+    "list_defences",
+    "parse_defence_spec",
+    "register_defence",
+]
 
-_DEFENCES: Registry[DefenceFactory] = Registry("defence")
-_DEFENCES.register("jpeg")(JPEG)
-_DEFENCES.register("resize")(Resize)
-_DEFENCES.register("gaussian_noise")(GaussianNoise)
-_DEFENCES.register("median_filter")(MedianFilter)
-_DEFENCES.register("gaussian_blur")(GaussianBlur)
-_DEFENCES.register("grayscale")(Grayscale)
-_DEFENCES.register("bit_depth")(BitDepth)
-_DEFENCES.register("comdefend")(comdefend_from_weights)
-_DEFENCES.register("dipdefend")(DIPDefend)
+_DEFENCES = DEFENCES
 
 
-def list_defences(pattern: str = "*") -> list[str]:
-    """Names of the registered defences matching the shell-style ``pattern``.
+def list_defences(pattern: str = "*", *, tag: str | None = None) -> list[str]:
+    """Names of the registered defences matching the shell-style ``pattern`` (and ``tag``).
+
+    Tags: ``"slow"`` (an optimisation per image) and ``"trainable"`` (trained by
+    ``invprotect train-defence``).
 
     Example:
         >>> list_defences("g*")
         ['gaussian_blur', 'gaussian_noise', 'grayscale']
+        >>> list_defences(tag="slow"), list_defences(tag="trainable")
+        (['dipdefend'], ['comdefend'])
     """
-    return _DEFENCES.names(pattern)
+    return _DEFENCES.names(pattern, tag=tag)
 
 
 def is_defence(name: str) -> bool:
@@ -103,42 +97,13 @@ def create_defence(name: str, **kwargs: Any) -> Defence:
     return _DEFENCES.create(name, **kwargs)
 
 
-def register_defence(name: str) -> Callable[[DefenceFactory], DefenceFactory]:
-    """Decorator registering a defence class (or factory) under ``name``.
-
-    Raises:
-        ValueError: If the name is taken or invalid.
-    """
-    return _DEFENCES.register(name)
-
-
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-def _parse_value(text: str) -> Any:
-    """A spec value: int, float, bool, ``none``, or a string (quotes force a string)."""
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    lowered = text.lower()
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if lowered in ("none", "null"):
-        return None
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_defence_spec(spec: str) -> tuple[str, dict[str, Any]]:
     """Split ``"name:key=value,key=value"`` into the name and typed keyword arguments.
 
-    Values become ``int`` (``50``), ``float`` (``0.75``, ``1e-3``), ``bool``
-    (``true``/``false``), ``None`` (``none``) or ``str`` (anything else; quote a value to
-    keep it a string: ``name='50'``). The name is everything before the first ``:``.
+    The package's one spec grammar (`invprotect._registry.parse_spec`). Values become
+    ``int`` (``50``), ``float`` (``0.75``, ``1e-3``), ``bool`` (``true``/``false``),
+    ``None`` (``none``) or ``str`` (anything else; quote a value to keep it a string:
+    ``name='50'``). The name is everything before the first ``:``.
 
     Raises:
         ValueError: For an empty or malformed spec, an item without ``=``, a bad key,
@@ -152,32 +117,7 @@ def parse_defence_spec(spec: str) -> tuple[str, dict[str, Any]]:
         >>> parse_defence_spec("grayscale")
         ('grayscale', {})
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ValueError(f"empty defence spec {spec!r}; expected 'name' or 'name:key=value,...'")
-    name, _, arguments = spec.strip().partition(":")
-    name = name.strip()
-    if not _NAME.match(name):
-        raise ValueError(
-            f"bad defence name {name!r} in spec {spec!r}; expected 'name' or 'name:key=value,...'"
-        )
-    kwargs: dict[str, Any] = {}
-    if not arguments.strip():
-        if ":" in spec:
-            raise ValueError(f"defence spec {spec!r} has ':' but no key=value after it")
-        return name, kwargs
-    for item in arguments.split(","):
-        key, equals, value = item.partition("=")
-        key, value = key.strip(), value.strip()
-        if not equals:
-            raise ValueError(f"{item.strip()!r} in defence spec {spec!r} is not key=value")
-        if not _KEY.match(key):
-            raise ValueError(f"bad parameter name {key!r} in defence spec {spec!r}")
-        if key in kwargs:
-            raise ValueError(f"parameter {key!r} given twice in defence spec {spec!r}")
-        if not value:
-            raise ValueError(f"parameter {key!r} has no value in defence spec {spec!r}")
-        kwargs[key] = _parse_value(value)
-    return name, kwargs
+    return parse_spec(spec, "defence")
 
 
 def create_defence_from_spec(spec: str) -> Defence:

@@ -39,6 +39,7 @@ from invprotect.data import ImageFolderIndex, train_test_split
 from invprotect.defences import (
     Defence,
     create_defence_from_spec,
+    list_defences,
     parse_defence_spec,
     sample_generators,
     to_8bit_grid,
@@ -62,8 +63,8 @@ DEFAULT_DEFENCE_SPECS: tuple[str, ...] = (
 """The defences ``--defences all`` runs (`default_defences` adds ComDefend when trained
 weights are given). DIPDefend is slow, so it sees only the first ``dip_limit`` images."""
 
-SLOW_DEFENCES = frozenset({"dipdefend"})
-"""Defence names applied only to the first `VerifyConfig.dip_limit` images."""
+SLOW_DEFENCES = frozenset(list_defences(tag="slow"))
+"""Defence names applied only to the first `VerifyConfig.dip_limit` images (tagged ``slow``)."""
 
 PSNR_CAP = 100.0
 """PSNR (dB) given to identical images, so that means stay finite."""

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from invprotect._registry import Presets
 from invprotect.blocks import (
     UNET_PRESETS,
     InvertibleUNet,
@@ -157,10 +158,14 @@ _JSON_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 
 
-RAEG_PRESETS: dict[str, RAEGConfig] = {
-    "paper": RAEGConfig(generator=UNET_PRESETS["paper"], image_size=256),
-    "cpu-32": RAEGConfig(generator=UNET_PRESETS["cpu"], image_size=32, discriminator_width=16),
-}
+RAEG_PRESETS: Presets[RAEGConfig] = Presets(
+    "RAEG",
+    RAEGConfig,
+    {
+        "paper": RAEGConfig(generator=UNET_PRESETS["paper"], image_size=256),
+        "cpu-32": RAEGConfig(generator=UNET_PRESETS["cpu"], image_size=32, discriminator_width=16),
+    },
+)
 """``paper``: 256x256 with the paper's generator (3 levels of 4 DSAC blocks), for a GPU;
 ``cpu-32``: 32x32 with the lighter ``cpu`` generator, trainable on a laptop CPU."""
 
@@ -226,8 +231,6 @@ class RAEG(nn.Module, Protector):
         Raises:
             ValueError: For an unknown preset.
         """
-        if preset not in RAEG_PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(RAEG_PRESETS)}")
         config = RAEG_PRESETS[preset]
         if overrides:
             generator = overrides.pop("generator", config.generator)

@@ -23,6 +23,7 @@ from invprotect.defences import (
 from .conftest import TINY_COMDEFEND
 
 
+@pytest.mark.slow
 def test_training_beats_the_untrained_network(
     trained_comdefend: ComDefend, cifar_test_images: ImageSet
 ) -> None:
@@ -101,3 +102,23 @@ def test_presets_and_config_validation() -> None:
         ComDefendConfig(com_channels=())
     with pytest.raises(ValueError, match="unknown ComDefend config keys"):
         ComDefendConfig.from_dict({"depth": 3})
+
+
+def test_a_checkpoint_in_the_older_kind_version_dialect_still_loads(
+    comdefend_weights: Path, trained_comdefend: ComDefend, images: torch.Tensor, tmp_path: Path
+) -> None:
+    config = json.loads((comdefend_weights / "config.json").read_text())
+    assert config["format"] == "invprotect.defences.comdefend/1" and "kind" not in config
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "weights.safetensors").write_bytes(
+        (comdefend_weights / "weights.safetensors").read_bytes()
+    )
+    del config["format"]
+    config |= {"kind": "invprotect.defences.comdefend", "version": 1}
+    (old / "config.json").write_text(json.dumps(config))
+    assert torch.equal(ComDefend.load(old)(images), trained_comdefend(images))
+    config["version"] = 2
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"format 'invprotect\.defences\.comdefend/2'"):
+        ComDefend.load(old)

@@ -41,11 +41,17 @@ def on_grid(x: torch.Tensor) -> bool:
     return bool(torch.equal(x * 255, (x * 255).round()))
 
 
+def marked_slow(names: list[str]) -> list[Any]:
+    """``names`` as parameters, the defences tagged ``slow`` in the registry marked ``slow``."""
+    slow = list_defences(tag="slow")
+    return [pytest.param(name, marks=pytest.mark.slow) if name in slow else name for name in names]
+
+
 def test_every_registered_defence_is_covered() -> None:
     assert sorted(TEST_SETTINGS) == list_defences()
 
 
-@pytest.mark.parametrize("name", list_defences())
+@pytest.mark.parametrize("name", marked_slow(list_defences()))
 def test_output_is_8bit_same_shape_and_deterministic(
     name: str, images: torch.Tensor, comdefend_weights: Path
 ) -> None:
@@ -60,7 +66,7 @@ def test_output_is_8bit_same_shape_and_deterministic(
     assert torch.equal(images, images.clone())  # the input is left alone
 
 
-@pytest.mark.parametrize("name", list_defences())
+@pytest.mark.parametrize("name", marked_slow(list_defences()))
 def test_changes_the_image_but_keeps_it_recognisable(
     name: str, images: torch.Tensor, comdefend_weights: Path
 ) -> None:
@@ -71,7 +77,7 @@ def test_changes_the_image_but_keeps_it_recognisable(
     assert scores.mean() > floor
 
 
-@pytest.mark.parametrize("name", list_defences())
+@pytest.mark.parametrize("name", marked_slow(list_defences()))
 def test_odd_sizes_and_a_single_image(
     name: str, images: torch.Tensor, comdefend_weights: Path
 ) -> None:
@@ -84,7 +90,7 @@ def test_odd_sizes_and_a_single_image(
 
 
 @pytest.mark.parametrize(
-    "name", [n for n in list_defences() if n in ("gaussian_noise", "dipdefend")]
+    "name", marked_slow([n for n in list_defences() if n in ("gaussian_noise", "dipdefend")])
 )
 def test_random_defences_follow_their_seed_and_generators(
     name: str, images: torch.Tensor, comdefend_weights: Path
