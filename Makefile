@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-avx2 lint docs examples bench clean
+.PHONY: setup demo test test-fast test-avx2 lint docs examples bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ PYTEST := $(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist loadscope
 
 test: $(STAMP)
 	$(PYTEST)
+
+# Everything but the tests marked `slow` (trainings, per-image optimisations): a quick check
+# while editing. `make test` still runs them all.
+test-fast: $(STAMP)
+	$(PYTEST) -m "not slow"
 
 # The same tests on another CPU's code paths (AVX2 kernels of ATen and oneDNN, as on a
 # machine without AVX-512): shows whether a test depends on the machine. The cross-machine

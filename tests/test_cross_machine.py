@@ -25,7 +25,7 @@ from PIL import Image
 from invprotect.models import RAEG
 from tests.contracts import train_away_from_identity
 
-pytestmark = pytest.mark.cross_machine
+pytestmark = [pytest.mark.cross_machine, pytest.mark.slow]
 
 NATIVE: dict[str, str] = {}
 AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"}

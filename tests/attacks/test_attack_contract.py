@@ -236,6 +236,7 @@ def test_gradcheck_float64(case: GradCase) -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["quantize", "jpeg_ste"])
 def test_gradcheck_does_detect_the_straight_through_gradients(name: str) -> None:
     """The check above has teeth: the deliberately 'wrong' STE gradients fail it."""

@@ -136,6 +136,7 @@ def test_igsm_keeps_an_off_grid_epsilon_ball(
     assert (adversarial - images).abs().max() * 255 <= 2.5
 
 
+@pytest.mark.slow
 def test_carlini_wagner_fools_with_a_smaller_perturbation_than_igsm(
     model: nn.Module, images: Tensor, labels: Tensor
 ) -> None:

@@ -10,7 +10,12 @@ from tests.contracts import train_away_from_identity
 from tests.tolerances import round_trip_tolerance
 
 
-@pytest.fixture(scope="module", params=sorted(UNET_PRESETS))
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(n, marks=pytest.mark.slow) if n == "paper" else n for n in sorted(UNET_PRESETS)
+    ],
+)
 def trained_preset(request: pytest.FixtureRequest) -> InvertibleUNet:
     torch.manual_seed(2)
     net = InvertibleUNet.from_preset(request.param, dims_in=[(3, 32, 32)])

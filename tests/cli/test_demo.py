@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -12,6 +13,7 @@ from invprotect.cli import app
 from invprotect.models import RAEG
 
 
+@pytest.mark.slow
 def test_demo_runs_end_to_end_at_a_tiny_size(cifar10_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "demo"
     args = ["demo", "--data", str(cifar10_root), "--out", str(out), "--train-images", "200"]

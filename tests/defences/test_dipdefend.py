@@ -11,6 +11,7 @@ from invprotect.metrics import psnr
 FAST = {"channels": (8, 16), "input_channels": 4}
 
 
+@pytest.mark.slow
 def test_fit_improves_and_stopping_keeps_the_smoothed_maximum(images: torch.Tensor) -> None:
     defence = DIPDefend(max_iterations=200, smoothing=0.05, warmup=5, patience=10, **FAST)
     result = defence.reconstruct(images[:3])

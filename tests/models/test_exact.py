@@ -60,6 +60,7 @@ def test_recovery_through_png_files_is_bit_exact(raeg: RAEG, originals: torch.Te
     assert clipped  # the trained generator leaves [0, 1], so clipping is covered too
 
 
+@pytest.mark.slow
 def test_prediction_does_not_depend_on_batch_or_threads(
     raeg: RAEG, originals: torch.Tensor
 ) -> None:

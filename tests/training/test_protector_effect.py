@@ -29,6 +29,8 @@ from invprotect.models.exact import ExactCodec
 from invprotect.targets import Ensemble
 from invprotect.training.protector import ProtectorTrainingConfig, train_protector
 
+pytestmark = pytest.mark.slow  # a real training run
+
 SMALL = {"generator": {"levels": 2, "blocks_per_level": 1, "hidden_channels": 8, "subnet": "conv"}}
 TARGET_PSNR = 27.0
 
