@@ -8,6 +8,7 @@ protected well enough for small records, and older residuals (coding 0) must sti
 from __future__ import annotations
 
 import hashlib
+import lzma
 import math
 import os
 import subprocess
@@ -25,7 +26,7 @@ from PIL import Image
 import invprotect.record
 from invprotect.data import load_image_set, scan_image_folder
 from invprotect.folders import protect_tree, recover_tree
-from invprotect.models import RAEG
+from invprotect.models import RAEG, exact
 from invprotect.models import fixed_point as fp
 from invprotect.models.exact import CODING, ExactCodec
 from invprotect.models.protector import Protector
@@ -237,12 +238,16 @@ def test_corrupt_coding_1_residuals_fail_with_a_message(
     codec = ExactCodec(raeg)
     protected, blobs = codec.encode(originals[:1])
     blob = blobs[0]
+    header = blob[: exact._HEADER.size]
+    bomb = lzma.compress(
+        bytes(100 * protected.numel()), format=lzma.FORMAT_RAW, filters=exact._FILTERS
+    )
     bad = {
         "truncated": blob[:3],
         "cut": blob[:-4],
-        "escapes": blob[:1] + (10**6).to_bytes(4, "big") + blob[5:],
-        "bomb": blob[:5] + zlib.compress(bytes(100 * protected.numel()), 9),
-        "junk": blob[:5] + b"\x78\x9c garbage",
+        "counts": blob[:1] + (10**6).to_bytes(4, "big") + blob[5:],
+        "bomb": header + bomb,
+        "junk": header + b"\x78\x9c garbage",
     }
     accepted = []
     for name, data in bad.items():

@@ -13,7 +13,7 @@ and device (its module docstring holds the proof). It costs about as much as the
 float32 network (measured in ``benchmarks/bench_exact.py``), where the float64
 prediction of coding 0 cost several times more and was only very probably the same
 everywhere. Protection computes the twin's output ``y``, rounds ``255 y`` to integers
-``q`` and saves ``q`` clipped to ``[0, 255]``. The record holds, compressed with zlib:
+``q`` and saves ``q`` clipped to ``[0, 255]``. The record holds, compressed with LZMA:
 
 1. *Overflow*: for every value saved as 0 or 255, how far ``q`` lay beyond it (mostly
    0), so that the inverse pass sees ``q`` itself, not the clipped value: clipping then
@@ -39,6 +39,7 @@ encoder-decoder ablation, subnets registered elsewhere) keep writing coding 0.
 from __future__ import annotations
 
 import copy
+import lzma
 import struct
 import weakref
 import zlib
@@ -56,7 +57,8 @@ OVERFLOW_LIMIT = 65535
 """Largest overflow kept; the network's output is clipped to ``[-limit, 255 + limit]`` first."""
 CLASSES = 9
 """Residual groups: 8 distances of the prediction from an integer, and outside ``[0, 255]``."""
-_HEADER = struct.Struct(">BI")  # coding, number of escaped values
+_HEADER = struct.Struct(">BII")  # coding, non-zero entries, escaped values
+_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 6, "dict_size": 2**20, "lc": 0, "lp": 0, "pb": 0}]
 
 
 class ExactCodec:
@@ -258,15 +260,27 @@ def _context(value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def _pack(overflow: np.ndarray, difference: np.ndarray) -> bytes:
-    """Coding 1: header, then zlib of overflow bytes, residual bytes and escaped values."""
+    """Coding 1: header, then LZMA of the non-zero map, the non-zero bytes and escaped values.
+
+    The overflow bytes (``0..254``, 255 escaped) and the residual bytes (``-127..127``,
+    -128 escaped) form one sequence; a bit per entry says whether it is non-zero, and
+    only the non-zero bytes follow. Most entries are 0: the map compresses far better
+    than the bytes themselves.
+    """
     over = overflow.astype(np.int64)
     over_escaped = over >= 255
-    over_bytes = np.where(over_escaped, 255, over).astype(np.uint8)
     diff_escaped = np.abs(difference) >= 128
-    diff_bytes = np.where(diff_escaped, -128, difference).astype(np.int8)
+    entries = np.concatenate(
+        [
+            np.where(over_escaped, 255, over).astype(np.uint8),
+            np.where(diff_escaped, -128, difference).astype(np.int8).view(np.uint8),
+        ]
+    )
+    nonzero = entries != 0
     escapes = np.concatenate([over[over_escaped], difference[diff_escaped]]).astype(">i4")
-    payload = over_bytes.tobytes() + diff_bytes.tobytes() + escapes.tobytes()
-    return _HEADER.pack(CODING, len(escapes)) + zlib.compress(payload, 9)
+    payload = np.packbits(nonzero).tobytes() + entries[nonzero].tobytes() + escapes.tobytes()
+    header = _HEADER.pack(CODING, int(nonzero.sum()), len(escapes))
+    return header + lzma.compress(payload, format=lzma.FORMAT_RAW, filters=_FILTERS)
 
 
 def _unpack(blob: bytes, bounded: int, count: int) -> tuple[Tensor, np.ndarray]:
@@ -278,13 +292,22 @@ def _unpack(blob: bytes, bounded: int, count: int) -> tuple[Tensor, np.ndarray]:
     """
     if len(blob) < _HEADER.size:
         raise ValueError(f"residual is corrupt (only {len(blob)} bytes)")
-    _, escaped = _HEADER.unpack_from(blob)
-    if escaped > bounded + count:
-        raise ValueError(f"residual is corrupt ({escaped} escaped values for {count} values)")
-    raw = inflate_exactly(blob[_HEADER.size :], bounded + count + 4 * escaped, "residual")
-    over = np.frombuffer(raw, np.uint8, bounded).astype(np.int64)
-    difference = np.frombuffer(raw, np.int8, count, bounded).astype(np.int64)
-    escapes = np.frombuffer(raw, ">i4", escaped, bounded + count).astype(np.int64)
+    _, nonzero_count, escaped = _HEADER.unpack_from(blob)
+    total = bounded + count
+    if nonzero_count > total or escaped > nonzero_count:
+        raise ValueError(f"residual is corrupt ({nonzero_count} non-zero values of {total})")
+    map_bytes = -(-total // 8)
+    size = map_bytes + nonzero_count + 4 * escaped
+    raw = _decompress_exactly(blob[_HEADER.size :], size)
+    bits = np.unpackbits(np.frombuffer(raw, np.uint8, map_bytes))
+    nonzero = bits[:total].astype(bool)
+    if bits[total:].any() or int(nonzero.sum()) != nonzero_count:
+        raise ValueError("residual is corrupt (its non-zero map does not match its count)")
+    entries = np.zeros(total, np.uint8)
+    entries[nonzero] = np.frombuffer(raw, np.uint8, nonzero_count, map_bytes)
+    over = entries[:bounded].astype(np.int64)
+    difference = entries[bounded:].view(np.int8).astype(np.int64)
+    escapes = np.frombuffer(raw, ">i4", escaped, map_bytes + nonzero_count).astype(np.int64)
     over_escaped, diff_escaped = over == 255, difference == -128
     if over_escaped.sum() + diff_escaped.sum() != escaped:
         raise ValueError("residual is corrupt (escape count does not match)")
@@ -294,6 +317,24 @@ def _unpack(blob: bytes, bounded: int, count: int) -> tuple[Tensor, np.ndarray]:
     if (over < 0).any() or (over > OVERFLOW_LIMIT).any() or (np.abs(difference) > 255).any():
         raise ValueError("residual is corrupt (a value out of range)")
     return torch.from_numpy(over), difference
+
+
+def _decompress_exactly(data: bytes, size: int) -> bytes:
+    """LZMA-decompress a coding-1 payload that must give exactly ``size`` bytes, no more.
+
+    Raises:
+        ValueError: If the data are corrupt or hold another number of bytes.
+    """
+    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_FILTERS)
+    try:
+        out = decompressor.decompress(data, max(size, 1))
+        more = b"" if decompressor.eof else decompressor.decompress(b"", 1)
+    except lzma.LZMAError as error:
+        raise ValueError(f"residual is corrupt ({error})") from None
+    if more or decompressor.unused_data or not decompressor.eof or len(out) != size:
+        held = f"{len(out)}" if not more and decompressor.eof else f"more than {size}"
+        raise ValueError(f"residual holds {held} bytes, expected {size}")
+    return out
 
 
 def inflate_exactly(data: bytes, size: int, what: str) -> bytes:
