@@ -13,7 +13,7 @@ and device (its module docstring holds the proof). It costs about as much as the
 float32 network (measured in ``benchmarks/bench_exact.py``), where the float64
 prediction of coding 0 cost several times more and was only very probably the same
 everywhere. Protection computes the twin's output ``y``, rounds ``255 y`` to integers
-``q`` and saves ``q`` clipped to ``[0, 255]``. The record holds, compressed with LZMA:
+``q`` and saves ``q`` clipped to ``[0, 255]``. The record holds:
 
 1. *Overflow*: for every value saved as 0 or 255, how far ``q`` lay beyond it (mostly
    0), so that the inverse pass sees ``q`` itself, not the clipped value: clipping then
@@ -26,9 +26,11 @@ everywhere. Protection computes the twin's output ``y``, rounds ``255 y`` to int
    one for predictions outside ``[0, 255]``) before compression: each group is a run of
    like statistics. The decoder knows ``v`` to the bit, hence the groups and signs.
 
-Large values are escaped (listed after the bytes), so any image codes. A record is
-inflated only up to the size its image needs (`inflate_exactly`), and every count in it
-is checked against the image, so a forged one cannot make recovery allocate more.
+Both sequences are stored as one: a bit per entry that says whether it is non-zero
+(most are 0), then the non-zero bytes, then the large values, escaped (so any image
+codes), all compressed with LZMA. A residual is decompressed only up to the size its
+image and its header's counts allow (`inflate_exactly` for coding 0), and every count
+in it is checked against the image, so a forged one cannot make recovery allocate more.
 
 Coding 0 (record version 2 and earlier) stored ``original - round(v64)`` as zlib-packed
 16-bit integers, with ``v64`` the float64 inverse of the clipped image; such residuals
