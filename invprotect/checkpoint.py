@@ -173,12 +173,17 @@ def load_module(
         what: What the weights must match, for the message (``"the architecture"``).
 
     Raises:
-        CheckpointError: If a name or a shape does not match.
+        CheckpointError: If a name or a shape does not match; the message quotes the
+            first two problems PyTorch found.
     """
     try:
         module.load_state_dict(dict(tensors), strict=True)
     except RuntimeError as error:
-        raise CheckpointError(f"{path}: weights do not match {what}: {error}") from None
+        problems = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+        raise CheckpointError(
+            f"{path}: weights do not match {what}: {'; '.join(problems[:2])}{more}"
+        ) from None
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer, prefix: str) -> dict[str, Tensor]:

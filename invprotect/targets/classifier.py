@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from invprotect.checkpoint import CheckpointError, load_checkpoint, load_module, save_checkpoint
 from invprotect.targets.zoo import create_arch
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
@@ -98,10 +98,5 @@ class Classifier(nn.Module):
             config["std"],
             config.get("metadata"),
         )
-        try:
-            model.load_state_dict(tensors)
-        except RuntimeError as error:
-            raise CheckpointError(
-                f"{path}: weights do not match {config['arch']}: {error}"
-            ) from None
+        load_module(model, tensors, path, config["arch"])
         return model.to(device).eval()
