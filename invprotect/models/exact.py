@@ -222,14 +222,17 @@ _TWINS: weakref.WeakKeyDictionary[nn.Module, tuple[tuple, FixedPointUNet]] = (
 def _twin_of(protector: nn.Module) -> FixedPointUNet | None:
     """The fixed-point twin of a protector's generator, built once per state of its weights."""
     generator = getattr(protector, "generator", None)
-    if not isinstance(generator, nn.Module) or not supports(generator):
+    if not isinstance(generator, nn.Module):
         return None
-    tensors = generator.state_dict(keep_vars=True).values()
+    tensors = [*generator.parameters(), *generator.buffers()]
     state = tuple((t.data_ptr(), t._version, t.device) for t in tensors)
     cached = _TWINS.get(generator)
-    if cached is None or cached[0] != state:
-        cached = (state, FixedPointUNet(generator, next(generator.parameters()).device))
-        _TWINS[generator] = cached
+    if cached is not None and cached[0] == state:
+        return cached[1]
+    if not supports(generator):
+        return None
+    cached = (state, FixedPointUNet(generator, next(generator.parameters()).device))
+    _TWINS[generator] = cached
     return cached[1]
 
 

@@ -47,6 +47,11 @@ rounds needs no margin and no stored tie-breaks. The price is that the twin is a
 slightly different function from the float network (each convolution's relative
 error is about ``1e-3``); the protected file is what the twin's forward pass gives, so
 recovery inverts exactly the function that protected.
+
+The twin's arithmetic (the bit widths, how weights and scales are rounded, the order of
+every operation) is part of the record format (`invprotect.models.exact`, coding 1):
+files protected by one twin recover only with the same twin, so a change to any of it
+needs a new coding number, with the old twin kept for the old files.
 """
 
 from __future__ import annotations
@@ -153,7 +158,7 @@ def _powers_of_two(exponents: Tensor) -> Tensor:
 def _effective_weight(conv: nn.Conv2d) -> tuple[np.ndarray, np.ndarray]:
     """The weight and bias a convolution applies in ``eval()``, float64, the same everywhere.
 
-    For a spectrally normalised weight, ``sigma = u . (W v)`` is summed with
+    For a spectrally normalised weight, ``sigma = sum u_i W_ij v_j`` is summed with
     ``math.fsum`` (correctly rounded), so no BLAS order enters.
     """
     bias = np.zeros(conv.out_channels) if conv.bias is None else conv.bias.detach().cpu().double()
@@ -164,8 +169,7 @@ def _effective_weight(conv: nn.Conv2d) -> tuple[np.ndarray, np.ndarray]:
     matrix = weight.reshape(weight.shape[0], -1)
     v = norm._v.detach().cpu().double().numpy()
     u = norm._u.detach().cpu().double().numpy()
-    product = np.array([math.fsum(row * v) for row in matrix])
-    sigma = math.fsum(u * product)
+    sigma = math.fsum((u[:, None] * matrix * v[None, :]).ravel())  # u_i W_ij v_j, one sum
     return weight / sigma, np.asarray(bias, np.float64)
 
 
@@ -175,26 +179,27 @@ class _IntegerConv:
     def __init__(self, conv: nn.Conv2d, device: torch.device) -> None:
         weight, bias = _effective_weight(conv)
         budget = 2 ** (24 - ACTIVATION_BITS)
-        exponents, rows = [], []
-        for row in weight.reshape(weight.shape[0], -1):
-            total = math.fsum(np.abs(row))
-            exponent = _EXPONENT_LIMIT if total == 0 else math.frexp(budget / total)[1]
-            exponent = min(exponent, _EXPONENT_LIMIT)
-            while True:
-                quantised = np.rint(np.ldexp(row, exponent))
-                if math.fsum(np.abs(quantised)) <= budget:
-                    break
-                exponent -= 1
-            if exponent < -_EXPONENT_LIMIT:
-                raise UnsupportedNetworkError(f"convolution weights too large ({total:.3g})")
-            exponents.append(exponent)
-            rows.append(quantised)
+        rows = weight.reshape(weight.shape[0], -1)
+        # sum |w| per row, to choose each row's exponent: in integers, exact in any order
+        scaled = np.rint(np.ldexp(np.minimum(np.abs(rows), 2.0**16), 30)).astype(np.int64)
+        total = scaled.sum(axis=1) * 2.0**-30
+        ratio = budget / np.where(total > 0, total, 1.0)
+        exponents = np.where(total > 0, np.frexp(ratio)[1], _EXPONENT_LIMIT)
+        exponents = np.minimum(exponents, _EXPONENT_LIMIT)
+        while True:
+            quantised = np.rint(np.ldexp(rows, exponents[:, None]))
+            over = np.abs(quantised).sum(axis=1) > budget  # integers: exact in any order
+            if not over.any():
+                break
+            exponents = exponents - over
+            if exponents.min() < -_EXPONENT_LIMIT:
+                raise UnsupportedNetworkError(f"convolution weights too large ({total.max():.3g})")
         self.weight = (
-            torch.from_numpy(np.stack(rows).reshape(weight.shape).astype(np.float32))
+            torch.from_numpy(quantised.reshape(weight.shape).astype(np.float32))
             .to(device)
             .contiguous(memory_format=torch.channels_last)
         )
-        self.exponents = torch.tensor(exponents, dtype=torch.int32, device=device)
+        self.exponents = torch.from_numpy(exponents.astype(np.int32)).to(device)
         self.bias = torch.from_numpy(bias.astype(np.float32)).to(device)[None, :, None, None]
 
     def __call__(self, x: Tensor) -> Tensor:
