@@ -27,7 +27,7 @@ from invprotect.blocks import (
     is_subnet,
     list_subnets,
 )
-from invprotect.checkpoint import CheckpointError, save_checkpoint
+from invprotect.checkpoint import CheckpointError, load_module, save_checkpoint
 from invprotect.models.discriminator import Discriminator
 from invprotect.models.encoder_decoder import EncoderDecoder
 from invprotect.models.exact import ExactCodec
@@ -343,17 +343,11 @@ class RAEG(nn.Module, Protector):
                 "these weights"
             )
         model = cls(config, metadata)
-        try:
-            if with_critic:
-                model.load_state_dict(tensors)
-            else:
-                model.generator.load_state_dict(_without_prefix(tensors, "generator."))
-        except RuntimeError as error:
-            problems = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
-            more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
-            raise CheckpointError(
-                f"{path}: weights do not match the config: {'; '.join(problems[:2])}{more}"
-            ) from None
+        if with_critic:
+            load_module(model, tensors, path, "the config")
+        else:
+            generator = _without_prefix(tensors, "generator.")
+            load_module(model.generator, generator, path, "the config")
         return model.to(device).eval()
 
 
