@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from invprotect import checks
 from invprotect._registry import Registry
+from invprotect.checks import GRID_TOLERANCE as GRID_TOLERANCE  # re-exported (moved)
 
 GeneratorArg: TypeAlias = torch.Generator | Sequence[torch.Generator] | None
 """``None``, one generator for the whole batch, or one generator per image."""
