@@ -282,7 +282,11 @@ class TreeReport:
         return not self.failed and not self.mismatched
 
 
-def read_manifest(path: Path, warnings: list[str] | None = None) -> dict[str, dict]:
+def read_manifest(
+    path: Path,
+    warnings: list[str] | None = None,
+    keep: Callable[[str], bool] | None = None,
+) -> dict[str, dict]:
     """Entries of a manifest by relative source path; lines that are not entries are ignored.
 
     Args:
@@ -290,11 +294,17 @@ def read_manifest(path: Path, warnings: list[str] | None = None) -> dict[str, di
         warnings: Receives one message per ignored line (a torn last line of an
             interrupted run, text that is not JSON or not UTF-8, a JSON value that is not
             an object with a string ``path``, a path that leaves the folder).
+        keep: Keep only the entries whose path it accepts (for example `Shard.owns`);
+            the file is read line by line, so the others never fill memory.
 
     Raises:
         ValueError: If the file exists but cannot be read.
     """
-    return {entry["path"]: entry for entry in _manifest_entries(path, warnings)}
+    return {
+        entry["path"]: entry
+        for entry in _manifest_entries(path, warnings)
+        if keep is None or keep(entry["path"])
+    }
 
 
 def _manifest_entries(path: Path, warnings: list[str] | None) -> Iterator[dict]:

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from invprotect.cli.app import EXIT_USAGE, invoke
+from invprotect.cli.protector import _entries, _means
 from invprotect.folders import (
     LOCK_FILE,
     MANIFEST,
@@ -179,6 +180,19 @@ def test_torchrun_workers_take_the_gpu_of_their_local_rank(monkeypatch) -> None:
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(ValueError, match="received LOCAL_RANK 1 on a machine with 1 GPU"):
         worker_device(cuda)
+
+
+def test_a_shards_quality_summary_reads_its_own_entries_where_they_are(tmp_path: Path) -> None:
+    shard = HALVES[0]
+    mine = next(f"{i}.png" for i in range(99) if shard.owns(f"{i}.png"))
+    other = next(f"{i}.png" for i in range(99) if not shard.owns(f"{i}.png"))
+    lines = [{"path": path, "output": path, "psnr": 30.0} for path in (mine, other)]
+    (tmp_path / MANIFEST).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    newer = {"path": mine, "output": mine, "psnr": 35.0}
+    (tmp_path / manifest_part(shard)).write_text(json.dumps(newer) + "\n")
+    assert _entries(tmp_path / MANIFEST, shard) == {mine: newer}  # the part's, not folded yet
+    assert _means(tmp_path / MANIFEST, {}, shard)["psnr"] == 35.0
+    assert set(_entries(tmp_path / MANIFEST)) == {mine, other}
 
 
 def test_shards_one_after_the_other_write_the_bytes_of_one_run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -205,12 +206,25 @@ def _check_destination(src: Path, dst: Path) -> None:
     check_output_folder(dst.parent if single_png else dst, "DST")
 
 
-def _entries(manifest: Path) -> dict[str, dict]:
-    """The manifest's entries; none when it is unreadable (the pipeline then reports it)."""
+def _entries(manifest: Path, shard: Shard | None = None) -> dict[str, dict]:
+    """The manifest's entries (``shard``'s only, its part's too); none when unreadable.
+
+    A shard's entries move from its part to the manifest when the part is folded in, so
+    the part is read first: what it held is then in the manifest, unless still in the part,
+    whose entries are the newer ones.
+    """
+    keep = None if shard is None else shard.owns
+    part = {}
+    if shard is not None and shard.count > 1:
+        part = _readable(manifest.parent / manifest_part(shard), keep)
+    return {**_readable(manifest, keep), **part}
+
+
+def _readable(path: Path, keep: Callable[[str], bool] | None) -> dict[str, dict]:
     try:
-        return read_manifest(manifest)
+        return read_manifest(path, keep=keep)
     except ValueError:
-        return {}
+        return {}  # the pipeline reports it
 
 
 def _means(
@@ -218,9 +232,7 @@ def _means(
 ) -> dict[str, float | None]:
     """Mean ``psnr`` and ``ssim`` of the manifest entries this run wrote (``None``: none had it)."""
     written = [
-        entry
-        for path, entry in _entries(manifest).items()
-        if before.get(path) != entry and (shard is None or shard.owns(path))
+        entry for path, entry in _entries(manifest, shard).items() if before.get(path) != entry
     ]
     means: dict[str, float | None] = {}
     for key in ("psnr", "ssim"):
@@ -251,9 +263,7 @@ def _run_tree(
     manifest = root / MANIFEST
     before: dict[str, dict] = {}
     if command == "protect":
-        before = _entries(manifest)
-        if shard is not None and shard.count > 1:
-            before.update(_entries(root / manifest_part(shard)))
+        before = _entries(manifest, shard)
     work = protect_tree if command == "protect" else recover_tree
     label = command if shard is None else f"{command} {shard}"
     try:
