@@ -51,6 +51,7 @@ import os
 import re
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -383,8 +384,10 @@ def _batches(jobs: list[Job], size: int) -> Iterator[list[Job]]:
 def _header_pixels(job: Job) -> int:
     """Pixels of a job's image from its header (0 for a file that will fail when read)."""
     try:
-        with Image.open(job.source) as image:
-            return image.width * image.height
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the read refuses it
+            with Image.open(job.source) as image:
+                return image.width * image.height
     except Exception:  # PIL raises many kinds on hostile data; the read reports it
         return 0
 
