@@ -74,6 +74,7 @@ from invprotect.imageio import (
     pixel_digest,
     read_source,
     rebuild_image,
+    rgb_pixels,
 )
 from invprotect.metrics import psnr, ssim
 from invprotect.models.protector import Protector
@@ -1043,7 +1044,7 @@ def _open_protected(job: Job, keys: RecordKeys, side_multiple: int) -> _Protecte
     chunk = chunks[0] if chunks else None
     record = None if chunk is None else RecoveryRecord.open(chunk, keys, str(job.source))
     alpha = np.asarray(image.getchannel("A")).copy() if image.mode in ("RGBA", "LA") else None
-    rgb = torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.uint8).copy()).permute(2, 0, 1)
+    rgb = torch.from_numpy(rgb_pixels(image)).permute(2, 0, 1)
     if record is not None:
         height, width = rgb.shape[-2:]
         fits = all(

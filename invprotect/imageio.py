@@ -16,6 +16,7 @@ import hashlib
 import io
 import stat
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,8 @@ _PNG_FRAME_CHUNKS = frozenset({b"IHDR", b"IDAT", b"IEND", b"acTL", b"fcTL"})
 def pixel_digest(image: Image.Image) -> str:
     """SHA-256 of an image's mode, size, pixels and palette: equal digests mean equal images."""
     digest = hashlib.sha256(f"{image.mode}|{image.width}x{image.height}|".encode())
-    digest.update(image.tobytes())
+    for _, band in _bands(image):  # the bytes of image.tobytes(), without a full-size copy
+        digest.update(band.tobytes())
     if image.mode == "P" and image.getpalette() is not None:
         digest.update(bytes(image.getpalette()))
     return digest.hexdigest()
@@ -358,24 +360,43 @@ def prepare_image(image: Image.Image, metadata: dict[str, Any] | None = None) ->
         )
     extra: dict[str, Any] = {"metadata": metadata} if metadata else {}
     alpha = None
+    pixels = rgb_pixels(image)
     if image.mode == "P":
         extra["palette"] = image.getpalette()
         if "transparency" in image.info:
             extra["transparency"] = image.info["transparency"]
             if isinstance(extra["transparency"], bytes):
                 extra["transparency"] = list(extra["transparency"])
-        rgb_image = image.convert("RGB")
-        rebuilt = _quantize_to_palette(np.asarray(rgb_image), extra["palette"])
+        rebuilt = _quantize_to_palette(pixels, extra["palette"])
         indices = np.asarray(image)
         if rebuilt is None or not np.array_equal(rebuilt, indices):  # duplicate palette colours
             extra["indices"] = _b64(indices.tobytes())
     elif image.mode in ("RGBA", "LA"):
         alpha = np.asarray(image.getchannel("A")).copy()
-        rgb_image = image.convert("RGB")
-    else:
-        rgb_image = image.convert("RGB")
-    rgb = torch.from_numpy(np.asarray(rgb_image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    rgb = torch.from_numpy(pixels).permute(2, 0, 1)
     return SourceImage(rgb, alpha, image.mode, extra, pixel_digest(image))
+
+
+_BAND_ROWS = 256
+"""Rows converted at a time by `rgb_pixels` and hashed at a time by `pixel_digest`."""
+
+
+def _bands(image: Image.Image) -> Iterator[tuple[int, Image.Image]]:
+    """``(first row, band)`` of `_BAND_ROWS` full rows each, one small copy at a time."""
+    for top in range(0, image.height, _BAND_ROWS):
+        yield top, image.crop((0, top, image.width, min(image.height, top + _BAND_ROWS)))
+
+
+def rgb_pixels(image: Image.Image) -> np.ndarray:
+    """``image.convert("RGB")`` as a writable ``uint8`` array ``(H, W, 3)``, band by band.
+
+    A whole-image conversion would hold several full-size copies at once (the converted
+    image, its bytes, the array); by bands only the result is full-size.
+    """
+    pixels = np.empty((image.height, image.width, 3), np.uint8)
+    for top, band in _bands(image):
+        pixels[top : top + band.height] = np.asarray(band.convert("RGB"))
+    return pixels
 
 
 def rebuild_image(
