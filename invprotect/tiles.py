@@ -99,8 +99,9 @@ def tile_grid(height: int, width: int, side: int) -> list[Tile]:
         ValueError: If ``side`` is not positive.
 
     Example:
-        >>> [(t.top, t.left, t.height, t.width) for t in tile_grid(600, 1100, 512)][-3:]
-        [(512, 0, 88, 512), (512, 512, 88, 512), (512, 1024, 88, 76)]
+        >>> tiles = tile_grid(600, 1100, 512)
+        >>> len(tiles), tiles[-1]
+        (6, Tile(top=512, left=1024, height=88, width=76))
     """
     if side <= 0:
         raise ValueError(f"the tile side must be positive, got {side}")
