@@ -169,6 +169,14 @@ PUBLIC_API = {
         "check_uint8_images",
         "check_unit_range",
     ],
+    "invprotect.sharding": [
+        "SHARD_FORMAT",
+        "Shard",
+        "parse_shard",
+        "shard_from_environment",
+        "shard_of",
+        "worker_device",
+    ],
     "invprotect.distributed": [
         "TORCHRUN_VARIABLES",
         "barrier",
