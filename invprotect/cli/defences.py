@@ -10,7 +10,7 @@ import torch
 import typer
 from rich.markup import escape
 
-from invprotect._registry import UnknownNameError
+from invprotect._registry import UnknownNameError, UnknownPresetError
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError, atomic_write_bytes
 from invprotect.cli.app import ThreadsOption, app
 from invprotect.cli.paths import check_output_folder
@@ -34,7 +34,7 @@ from invprotect.pngio import encode_png
 MANIFEST = ".invprotect-purify.json"
 """File in the output folder recording which defence produced its images."""
 
-TRAINABLE = ("comdefend",)
+TRAINABLE = tuple(list_defences(tag="trainable"))
 """Defences that ``train-defence`` can train."""
 
 
@@ -213,9 +213,10 @@ def train_defence(
     """
     if name not in TRAINABLE:
         raise fail(f"{name!r} is not a trainable defence; trainable: {', '.join(TRAINABLE)}")
-    if preset not in COMDEFEND_PRESETS:
-        raise fail(f"unknown preset {preset!r}; choose from {', '.join(COMDEFEND_PRESETS)}")
-    config = COMDEFEND_PRESETS[preset]
+    try:
+        config = COMDEFEND_PRESETS[preset]
+    except UnknownPresetError as error:
+        raise fail(str(error)) from None
     if size % config.space_to_depth:
         raise fail(f"--size must be a multiple of {config.space_to_depth} for preset {preset!r}")
     if (out / CONFIG_FILE).is_file() and not overwrite:

@@ -12,7 +12,7 @@ import typer
 from rich.markup import escape
 
 from invprotect import distributed
-from invprotect._registry import UnknownNameError
+from invprotect._registry import UnknownNameError, UnknownPresetError
 from invprotect.attacks import AttackLayer
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError
 from invprotect.cli.app import DeviceOption, ThreadsOption, app
@@ -105,8 +105,10 @@ def train(
     Under ``torchrun --nproc-per-node N`` each process trains on its share of every
     batch of BATCH_SIZE images (see docs/scaling.md); rank 0 writes the key.
     """
-    if preset not in RAEG_PRESETS:
-        raise fail(f"unknown preset {preset!r}; choose from {', '.join(RAEG_PRESETS)}")
+    try:
+        RAEG_PRESETS[preset]
+    except UnknownPresetError as error:
+        raise fail(str(error)) from None
     if (out / CONFIG_FILE).is_file():
         console.print(f"{out} already holds a trained protector; delete it to train again")
         raise typer.Exit(0)
