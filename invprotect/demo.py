@@ -42,7 +42,7 @@ Progress = Callable[[str, int, int, str], None]
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Sizes of the demo (defaults: about 5 minutes on a 2-core AVX2 CPU; see ``docs/results.md``).
+    """Sizes of the demo (defaults: under 5 minutes on a 2-core AVX2 CPU; see ``docs/results.md``).
 
     Attributes:
         target_archs: Target architectures (trained on ``train_images`` images).
@@ -57,9 +57,9 @@ class DemoConfig:
     """
 
     target_archs: tuple[str, ...] = ("resnet_small", "convnet_small")
-    train_images: int = 4_500
+    train_images: int = 4_000
     target_epochs: int = 3
-    protector_steps: int = 220
+    protector_steps: int = 200
     protector_lr: float = 6e-4
     batch_size: int = 16
     target_psnr: float = 30.0
