@@ -1,4 +1,4 @@
-"""Contract helpers shared by the block tests."""
+"""Contract helpers shared by the tests: block contracts, and a small non-identity protector."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from FrEIA.modules import InvertibleModule
 from torch import Tensor
+
+from invprotect.models import RAEG
 
 
 @dataclass(frozen=True)
@@ -79,3 +81,25 @@ def flat_log_abs_det(function: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
 
 def as_list(shape: Sequence[int]) -> list[tuple[int, ...]]:
     return [tuple(shape)]
+
+
+TINY_RAEG = {
+    "generator": {"levels": 2, "blocks_per_level": 1, "hidden_channels": 8, "subnet": "conv"}
+}
+"""`RAEG.from_preset` overrides of a small, fast protector for file tests."""
+
+
+def tiny_raeg(seed: int = 0) -> RAEG:
+    """A small `RAEG` (``TINY_RAEG``) trained 20 steps towards ``y = 0.8x + 0.1``, in ``eval()``.
+
+    Far from the identity (files really change), yet inside ``[0, 1]`` (no clipping).
+    """
+    torch.manual_seed(seed)
+    model = RAEG.from_preset("cpu-32", **TINY_RAEG)
+    train_away_from_identity(
+        model.generator,
+        lambda: torch.rand(4, 3, 32, 32),
+        forward=model.generate,
+        target=lambda x: 0.8 * x + 0.1,
+    )
+    return model.eval()

@@ -7,28 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from invprotect.folders import MANIFEST, protect_tree, read_manifest, recover_tree
 from invprotect.imageio import pixel_digest
 from invprotect.models import RAEG
-from tests.contracts import train_away_from_identity
-
-TINY = {"generator": {"levels": 2, "blocks_per_level": 1, "hidden_channels": 8, "subnet": "conv"}}
+from tests.contracts import tiny_raeg
 
 
 @pytest.fixture(scope="module")
 def raeg() -> RAEG:
-    torch.manual_seed(0)
-    model = RAEG.from_preset("cpu-32", **TINY)
-    train_away_from_identity(  # y = 0.8x + 0.1 stays inside [0, 1]: no clipping
-        model.generator,
-        lambda: torch.rand(4, 3, 32, 32),
-        forward=model.generate,
-        target=lambda x: 0.8 * x + 0.1,
-    )
-    return model.eval()
+    return tiny_raeg(0)
 
 
 def _digests(root: Path) -> dict[str, str]:

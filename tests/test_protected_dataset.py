@@ -24,21 +24,11 @@ from invprotect.imageio import open_image, pixel_digest, read_rgb
 from invprotect.models import RAEG
 from invprotect.pngio import encode_png, read_chunks
 from invprotect.record import RECORD_CHUNK
-from tests.contracts import train_away_from_identity
-
-TINY = {"generator": {"levels": 2, "blocks_per_level": 1, "hidden_channels": 8, "subnet": "conv"}}
+from tests.contracts import tiny_raeg
 
 
 def _raeg(seed: int) -> RAEG:
-    torch.manual_seed(seed)
-    model = RAEG.from_preset("cpu-32", **TINY)
-    train_away_from_identity(  # y = 0.8x + 0.1 stays inside [0, 1]: no clipping
-        model.generator,
-        lambda: torch.rand(4, 3, 32, 32),
-        forward=model.generate,
-        target=lambda x: 0.8 * x + 0.1,
-    )
-    return model.eval()
+    return tiny_raeg(seed)
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,6 @@ from invprotect.folders import (
     read_manifest,
     recover_tree,
 )
-from invprotect.models import RAEG
 from invprotect.protectors import load_protector
 from invprotect.sharding import (
     Shard,
@@ -42,9 +41,8 @@ from invprotect.sharding import (
     shard_of,
     worker_device,
 )
-from tests.contracts import train_away_from_identity
+from tests.contracts import tiny_raeg
 
-TINY = {"generator": {"levels": 2, "blocks_per_level": 1, "hidden_channels": 8, "subnet": "conv"}}
 HALVES = (Shard(0, 2), Shard(1, 2))
 SUBPROCESS_SECONDS = 300
 """A command takes 5-20 s here (mostly importing torch); past this it hangs."""
@@ -53,15 +51,7 @@ SUBPROCESS_SECONDS = 300
 @pytest.fixture(scope="module")
 def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small protector trained away from the identity, saved as a key."""
-    torch.manual_seed(0)
-    model = RAEG.from_preset("cpu-32", **TINY)
-    train_away_from_identity(  # y = 0.8x + 0.1 stays inside [0, 1]: no clipping
-        model.generator,
-        lambda: torch.rand(4, 3, 32, 32),
-        forward=model.generate,
-        target=lambda x: 0.8 * x + 0.1,
-    )
-    return model.eval().save(tmp_path_factory.mktemp("key") / "key")
+    return tiny_raeg(0).save(tmp_path_factory.mktemp("key") / "key")
 
 
 @pytest.fixture(scope="module")

@@ -33,22 +33,12 @@ from invprotect.tiles import (
     tile_side,
     tiled_quality,
 )
-from tests.contracts import train_away_from_identity
-
-TINY = {"generator": {"levels": 2, "blocks_per_level": 1, "hidden_channels": 8, "subnet": "conv"}}
+from tests.contracts import tiny_raeg
 
 
 @pytest.fixture(scope="module")
 def raeg() -> RAEG:
-    torch.manual_seed(0)
-    model = RAEG.from_preset("cpu-32", **TINY)
-    train_away_from_identity(
-        model.generator,
-        lambda: torch.rand(4, 3, 32, 32),
-        forward=model.generate,
-        target=lambda x: 0.8 * x + 0.1,
-    )
-    return model.eval()
+    return tiny_raeg(0)
 
 
 @pytest.fixture

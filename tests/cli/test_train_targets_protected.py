@@ -14,23 +14,15 @@ from invprotect.cli import app
 from invprotect.folders import protect_tree
 from invprotect.models import RAEG
 from invprotect.targets import Classifier
-from tests.contracts import train_away_from_identity
+from tests.contracts import tiny_raeg
 
 runner = CliRunner()
-TINY = {"generator": {"levels": 2, "blocks_per_level": 1, "hidden_channels": 8, "subnet": "conv"}}
 
 
 @pytest.fixture
 def key_and_folder(small_image_folder: Path, tmp_path: Path) -> tuple[Path, Path]:
-    torch.manual_seed(0)
-    raeg = RAEG.from_preset("cpu-32", **TINY)
-    train_away_from_identity(
-        raeg.generator,
-        lambda: torch.rand(4, 3, 32, 32),
-        forward=raeg.generate,
-        target=lambda x: 0.8 * x + 0.1,
-    )
-    key = raeg.eval().save(tmp_path / "key")
+    raeg = tiny_raeg(0)
+    key = raeg.save(tmp_path / "key")
     assert protect_tree(small_image_folder, tmp_path / "protected", raeg).ok
     return key, tmp_path / "protected"
 
