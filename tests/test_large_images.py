@@ -1,7 +1,8 @@
 """A 4000x3000 photo through the folder pipeline: bit-exact, and under 1.5 GB of peak memory.
 
-The run happens in a fresh process, so its peak resident memory (imports included) is its
-own: the photo is written by this process beforehand, band by band.
+Protect and recover each run in a fresh process, as the two commands do, so each peak resident
+memory (imports included) is its own: the photo is written by this process beforehand, band by
+band.
 """
 
 from __future__ import annotations
@@ -38,20 +39,22 @@ train_away_from_identity(
     target=lambda x: 0.8 * x + 0.1,
 )
 raeg.eval()
-root = Path(sys.argv[1])
-protected = protect_tree(root / "src", root / "prt", raeg)
-recovered = recover_tree(root / "prt", root / "rec", raeg)
-digests = []
-for folder in ("src", "rec"):
-    with Image.open(root / folder / "photo.png") as image:
-        digests.append(pixel_digest(image))
-print(json.dumps({
-    "protected": protected.ok and protected.written == 1,
-    "recovered": recovered.ok and recovered.written == 1 and not recovered.altered,
-    "exact": digests[0] == digests[1],
-    "peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-    "size": Image.open(root / "prt" / "photo.png").size,
-}))
+root, command = Path(sys.argv[1]), sys.argv[2]
+result = {}
+if command == "protect":
+    report = protect_tree(root / "src", root / "prt", raeg)
+    result["ok"] = report.ok and report.written == 1
+    result["size"] = list(Image.open(root / "prt" / "photo.png").size)
+else:
+    report = recover_tree(root / "prt", root / "rec", raeg)
+    result["ok"] = report.ok and report.written == 1 and not report.altered
+    digests = []
+    for folder in ("src", "rec"):
+        with Image.open(root / folder / "photo.png") as image:
+            digests.append(pixel_digest(image))
+    result["exact"] = digests[0] == digests[1]
+result["peak_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps(result))
 """
 
 
@@ -76,17 +79,22 @@ def test_a_4000x3000_photo_round_trips_exactly_in_bounded_memory(tmp_path: Path)
     _photo(tmp_path / "src" / "photo.png", 4000, 3000)
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
-    done = subprocess.run(
-        [sys.executable, "-c", _RUN, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-        timeout=3000,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["protected"] and result["recovered"] and result["exact"], result
-    assert result["size"] == [4000, 3000]  # one PNG of the full size
-    assert result["peak_bytes"] < LIMIT_BYTES, f"peak {result['peak_bytes'] / 2**20:.0f} MiB"
+    results = {}
+    for command in ("protect", "recover"):  # two processes, as `invprotect protect` / `recover`
+        done = subprocess.run(
+            [sys.executable, "-c", _RUN, str(tmp_path), command],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=root,
+            timeout=3000,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        results[command] = json.loads(done.stdout.strip().splitlines()[-1])
+        assert results[command]["ok"], (command, results[command])
+    assert results["protect"]["size"] == [4000, 3000]  # one PNG of the full size
+    assert results["recover"]["exact"]
+    for command, result in results.items():
+        peak = result["peak_bytes"]
+        assert peak < LIMIT_BYTES, f"{command}: peak {peak / 2**20:.0f} MiB"
