@@ -78,7 +78,7 @@ from invprotect.imageio import (
 )
 from invprotect.metrics import psnr, ssim
 from invprotect.models.protector import Protector
-from invprotect.pngio import PNG_SIGNATURE, encode_png, iter_chunks
+from invprotect.pngio import chunks_if_png, encode_png
 from invprotect.record import RECORD_CHUNK, BadRecordError, RecordKeys, RecoveryRecord
 from invprotect.sharding import Shard
 from invprotect.tiles import (
@@ -1036,7 +1036,7 @@ def _open_protected(job: Job, keys: RecordKeys, side_multiple: int) -> _Protecte
     image = open_image(job.source)
     try:
         data = job.source.read_bytes()
-        chunks = [body for kind, body in _png_chunks(data) if kind == RECORD_CHUNK]
+        chunks = [body for kind, body in chunks_if_png(data) if kind == RECORD_CHUNK]
     except (OSError, ValueError) as error:
         raise BadRecordError(f"{job.source}: {error}") from None
     if len(chunks) > 1:
@@ -1059,11 +1059,6 @@ def _open_protected(job: Job, keys: RecordKeys, side_multiple: int) -> _Protecte
         if record.mode in ("RGBA", "LA") and alpha is None:
             raise BadRecordError(f"{job.source}: record of mode {record.mode} but no alpha")
     return _Protected(job, rgb, alpha, record)
-
-
-def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """The chunks of PNG data; none for another format (a re-encoded, altered file)."""
-    return iter_chunks(data) if data.startswith(PNG_SIGNATURE) else iter(())
 
 
 def _already_recovered(path: Path, item: _Protected, keys: RecordKeys) -> bool:

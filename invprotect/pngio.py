@@ -61,6 +61,11 @@ def write_png(
     atomic_write_bytes(Path(path), encode_png(pixels, chunks))
 
 
+def chunks_if_png(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """`iter_chunks` of PNG data; no chunks for another format (a re-encoded, altered file)."""
+    return iter_chunks(data) if data.startswith(PNG_SIGNATURE) else iter(())
+
+
 def iter_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
     """Every chunk (type, body) of PNG bytes in file order, up to ``IEND``; CRCs are verified.
 

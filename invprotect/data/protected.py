@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -42,7 +42,7 @@ from torch.utils.data import DataLoader, Dataset
 from invprotect.data import ImageFolderIndex, ImageSet, fit_to_size, scan_image_folder
 from invprotect.imageio import BadImageError, open_image, pixel_digest, rebuild_image
 from invprotect.models.protector import Protector
-from invprotect.pngio import PNG_SIGNATURE, iter_chunks
+from invprotect.pngio import chunks_if_png
 from invprotect.protectors import load_protector
 from invprotect.record import RECORD_CHUNK, BadRecordError, RecordKeys, RecoveryRecord
 
@@ -221,7 +221,7 @@ class ProtectedImageFolder(Dataset[tuple[Any, Any]]):
         try:
             image = open_image(path)
             data = path.read_bytes()
-            chunks = [body for kind, body in _png_chunks(data) if kind == RECORD_CHUNK]
+            chunks = [body for kind, body in chunks_if_png(data) if kind == RECORD_CHUNK]
             if len(chunks) > 1:
                 raise BadRecordError(f"{path}: {len(chunks)} recovery records, expected one")
             record = RecoveryRecord.open(chunks[0], self._keys_of(), str(path)) if chunks else None
@@ -323,11 +323,6 @@ class ProtectedImageFolder(Dataset[tuple[Any, Any]]):
         if item.alpha is not None:
             return Image.fromarray(np.dstack([out, item.alpha[:height, :width]]), "RGBA")
         return Image.fromarray(out, "RGB")
-
-
-def _png_chunks(data: bytes) -> Iterator[tuple[bytes, bytes]]:
-    """The chunks of PNG data; none for another format (a re-encoded, altered file)."""
-    return iter_chunks(data) if data.startswith(PNG_SIGNATURE) else iter(())
 
 
 def _convert(image: Image.Image, mode: str) -> Image.Image:
