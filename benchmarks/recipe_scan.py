@@ -75,6 +75,11 @@ def recipes(prep: Path) -> dict[str, dict[str, Any]]:
             "attacks": PURIFYING_ATTACKS,
             "smoothness": 0.02,
         },
+        "wide-margin-squeeze": {
+            "margin": 20.0,
+            "attacks": PURIFYING_ATTACKS,
+            "smoothness": 0.02,
+        },
         "margin-purifiers-smooth": {
             "purifier": seen,
             "attacks": PURIFYING_ATTACKS,
@@ -90,11 +95,35 @@ DEFENCES = ["none", "jpeg:quality=50", "jpeg:quality=10", "grayscale", "median_f
 @torch.no_grad()
 def protect_images(raeg: RAEG, images: torch.Tensor, batch: int = 500) -> torch.Tensor:
     """8-bit protected images of ``uint8`` originals, as the files would hold them."""
+    device = next(raeg.parameters()).device
     out = []
     for chunk in images.split(batch):
-        protected = raeg.protect(chunk.float() / 255)
-        out.append((protected * 255).round().clamp(0, 255).to(torch.uint8))
+        protected = raeg.protect(chunk.to(device).float() / 255)
+        out.append((protected * 255).round().clamp(0, 255).to(torch.uint8).cpu())
     return torch.cat(out)
+
+
+def affordable_steps(
+    targets: list[Classifier],
+    images: ImageSet,
+    settings: dict[str, Any],
+    seconds: float,
+    device: str,
+    probe_steps: int = 12,
+) -> int:
+    """How many protector steps of ``settings`` fit in ``seconds`` on ``device``.
+
+    Times a throwaway protector's steps after the first four (warm-up), so the
+    estimate includes whatever else shares the device at the time.
+    """
+    stamps: list[float] = []
+    raeg = RAEG.from_preset("cpu-32").to(device)
+    config = ProtectorTrainingConfig(steps=probe_steps, **settings)
+    train_protector(
+        raeg, Ensemble(targets), images, config, on_event=lambda _: stamps.append(time.time())
+    )
+    per_step = (stamps[-1] - stamps[3]) / (len(stamps) - 4)
+    return max(1, int(seconds / per_step))
 
 
 @torch.no_grad()
@@ -115,10 +144,12 @@ def like(base: ImageSet, images: torch.Tensor) -> ImageSet:
     return ImageSet(images, base.labels, base.classes, base.paths)
 
 
-def pirate(arch: str, train: ImageSet, test: ImageSet, epochs: int, seed: int) -> list[float]:
-    """Clean-test accuracy per epoch of a classifier trained on ``train``."""
+def pirate(
+    arch: str, train: ImageSet, test: ImageSet, epochs: int, seed: int, device: str = "cpu"
+) -> list[float]:
+    """Clean-test accuracy per epoch of a classifier trained on ``train`` (on ``device``)."""
     torch.manual_seed(seed)
-    model = Classifier(arch, train.classes)
+    model = Classifier(arch, train.classes).to(device)
     history = train_classifier(model, train, test, ClassifierTrainingConfig(epochs=epochs))
     return [round(record["test_accuracy"], 4) for record in history]
 
@@ -126,10 +157,18 @@ def pirate(arch: str, train: ImageSet, test: ImageSet, epochs: int, seed: int) -
 def main() -> None:
     """Run the scan."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--recipes", nargs="+", required=True)
+    parser.add_argument("--recipes", nargs="*", default=[], help="none: the originals only")
     parser.add_argument("--prep", type=Path, required=True, help="targets and ComDefends")
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/cifar10"))
     parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="instead of --steps: as many steps as fit in this many seconds (timed on a probe)",
+    )
+    parser.add_argument("--no-originals", action="store_true", help="skip the originals' row")
+    parser.add_argument("--device", default="cpu", help="where protectors and pirates train")
     parser.add_argument("--target-psnr", type=float, default=30.0)
     parser.add_argument("--train-images", type=int, default=10_000)
     parser.add_argument("--test-images", type=int, default=2_000)
@@ -152,15 +191,15 @@ def main() -> None:
     generator = torch.Generator().manual_seed(0)
     train_sub = train.subset(torch.randperm(len(train), generator=generator)[: args.train_images])
     test_sub = test.subset(torch.randperm(len(test), generator=generator)[: args.test_images])
-    targets = [Classifier.load(args.prep / name) for name in args.targets]
+    targets = [Classifier.load(args.prep / name, args.device) for name in args.targets]
     unseen_paths = [args.prep / name for name in args.unseen if (args.prep / name).is_dir()]
-    unseen = [Classifier.load(path) for path in unseen_paths]
+    unseen = [Classifier.load(path, args.device) for path in unseen_paths]
     thief_comdefend = f"comdefend:weights={args.prep / 'comdefend-unseen'}"
     defences = [thief_comdefend if spec == "comdefend" else spec for spec in args.defences]
     table = recipes(args.prep)
 
     originals_path = args.out / f"originals-{args.pirate_arch}-{args.epochs}.json"
-    if not originals_path.is_file():
+    if not (args.no_originals or originals_path.is_file()):
         started = time.time()
         rows = {
             spec: [
@@ -173,35 +212,49 @@ def main() -> None:
         for spec in args.pirate_defences:
             spec = thief_comdefend if spec == "comdefend" else spec
             cleaned = like(train_sub, purify(spec, train_sub.images))
-            curves[spec] = pirate(args.pirate_arch, cleaned, test_sub, args.epochs, seed=1)
+            curves[spec] = pirate(
+                args.pirate_arch, cleaned, test_sub, args.epochs, seed=1, device=args.device
+            )
             print("originals", spec, curves[spec], flush=True)
         result = {"test_time": rows, "pirate": curves, "wall_s": time.time() - started}
         originals_path.write_text(json.dumps(result | {"machine": machine()}, indent=1))
         print("originals", json.dumps(result), flush=True)
 
     for name in args.recipes:
-        path = args.out / f"{name}-{args.steps}.json"
+        tag = f"{args.seconds:g}s" if args.seconds else str(args.steps)
+        path = args.out / f"{name}-{tag}.json"
         if path.is_file():
             print(name, path.read_text(), flush=True)
             continue
         started = time.time()
-        saved = args.out / f"{name}-{args.steps}-protector"
+        saved = args.out / f"{name}-{tag}-protector"
+        settings = {
+            "target_psnr": args.target_psnr,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            **table[name],
+        }
         if (saved / "config.json").is_file():  # trained by an interrupted run: measure it
-            raeg, trained_s = RAEG.load(saved).eval(), None
+            raeg, trained_s = RAEG.load(saved, args.device).eval(), None
+            steps = raeg.metadata.get("steps")
         else:
-            config = ProtectorTrainingConfig(
-                steps=args.steps,
-                target_psnr=args.target_psnr,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                **table[name],
-            )
+            steps = args.steps
+            if args.seconds:
+                steps = affordable_steps(targets, train_sub, settings, args.seconds, args.device)
             torch.manual_seed(0)
-            raeg = RAEG.from_preset("cpu-32")
+            raeg = RAEG.from_preset("cpu-32").to(args.device)
+            config = ProtectorTrainingConfig(steps=steps, **settings)
             train_protector(raeg, Ensemble(targets), train, config)
             raeg.eval()
+            raeg.metadata = {
+                **raeg.metadata,
+                "steps": steps,
+                "recipe": name,
+                "targets": [str(args.prep / target) for target in args.targets],
+            }
             raeg.save(saved)
             trained_s = time.time() - started
+            print(name, f"protector: {steps} steps in {trained_s:.0f} s", flush=True)
         protected_test = protect_images(raeg, test_sub.images)
         x, p = test_sub.images.float() / 255, protected_test.float() / 255
         quality = {
@@ -220,12 +273,19 @@ def main() -> None:
         for spec in args.pirate_defences:
             spec = thief_comdefend if spec == "comdefend" else spec
             cleaned = like(train_sub, purify(spec, protected_train))
-            curves[spec] = pirate(args.pirate_arch, cleaned, test_sub, args.epochs, seed=1)
+            curves[spec] = pirate(
+                args.pirate_arch, cleaned, test_sub, args.epochs, seed=1, device=args.device
+            )
             print(name, spec, curves[spec], flush=True)
         result = {
             "recipe": name,
             "overrides": dict(table[name]),
-            "steps": args.steps,
+            "steps": steps,
+            "seconds_budget": args.seconds,
+            "device": args.device,
+            "train_images": len(train_sub),
+            "test_images": len(test_sub),
+            "pirate_epochs": args.epochs,
             "batch_size": args.batch_size,
             "lr": args.lr,
             "targets": args.targets,

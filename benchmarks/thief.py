@@ -142,6 +142,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--device", default=None, help="where pirates train (default: a GPU)")
+    parser.add_argument(
+        "--protect-device", default=None, help="where the set is protected (default: the CPU)"
+    )
     parser.add_argument("--threads", type=int, default=None, help="default: torch's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT / "thief")
@@ -422,7 +425,7 @@ def main(argv: list[str] | None = None) -> None:
             check_arch(arch)
         for key in args.rows:
             check_defence_spec(rows[key].defence)
-        protector = load_protector(args.protector)
+        protector = load_protector(args.protector, args.protect_device)
     except (UnknownNameError, CheckpointError, ValueError) as error:
         raise SystemExit(str(error)) from None
     train_root, test_root = args.data / "train", args.data / "test"
