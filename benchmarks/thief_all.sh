@@ -83,18 +83,17 @@ wait
 note "recipes done: $(ls "$OUT/recipes" 2>/dev/null | tr '\n' ' ')"
 [ "$MATRIX" = 1 ] || exit 0
 
-chosen=$($PY - "$OUT/recipes" <<'EOF'
+chosen=$($PY - "$OUT/recipes" "$TARGET_PSNR" <<'EOF'
 import json, sys
 from pathlib import Path
-best = None
+# Lowest pirate accuracy among recipes within 0.5 dB of the wanted PSNR; else the best PSNR.
+tries = []
 for path in Path(sys.argv[1]).glob("*.json"):
     result = json.loads(path.read_text())
-    if "recipe" not in result or "none" not in result["pirate"]:
-        continue
-    final = result["pirate"]["none"][-1]
-    if result["quality"]["psnr"] >= 29.5 and (best is None or final < best[0]):
-        best = (final, path.with_suffix("").name + "-protector")
-print(best[1] if best else "")
+    if "recipe" in result and "none" in result["pirate"]:
+        psnr, final = result["quality"]["psnr"], result["pirate"]["none"][-1]
+        tries.append((psnr < float(sys.argv[2]) - 0.5, final, -psnr, path.stem + "-protector"))
+print(min(tries)[3] if tries else "")
 EOF
 )
 if [ -z "$chosen" ]; then
