@@ -40,7 +40,7 @@ from torch.nn.functional import cross_entropy, mse_loss
 from torch.utils.data import DataLoader, Dataset
 
 from invprotect.data import ProtectedImageFolder, default_cifar10_root
-from invprotect.folders import protect_tree
+from invprotect.files.protect import protect_tree
 from invprotect.models import RAEG
 from invprotect.protectors import load_protector
 from invprotect.targets import Classifier

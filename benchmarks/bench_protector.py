@@ -47,12 +47,13 @@ from speed_presets import images_per_second
 from invprotect.attacks import quantize_ste
 from invprotect.data import ImageSet, default_cifar10_root, load_image_set, train_test_split
 from invprotect.defences import create_defence_from_spec
-from invprotect.folders import protect_tree, recover_tree
-from invprotect.imageio import pixel_digest
+from invprotect.files.images import pixel_digest
+from invprotect.files.png import read_chunks
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
 from invprotect.metrics import psnr
 from invprotect.models import RAEG
 from invprotect.models.exact import ExactCodec
-from invprotect.pngio import read_chunks
 from invprotect.record import RECORD_CHUNK
 from invprotect.targets import Classifier, Ensemble
 from invprotect.training.protector import ProtectorTrainingConfig, held_psnr, train_protector

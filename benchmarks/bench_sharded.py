@@ -37,7 +37,8 @@ import torch
 from common import machine
 
 from invprotect.data import default_cifar10_root
-from invprotect.folders import protect_tree, recover_tree
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
 from invprotect.protectors import load_protector
 from invprotect.sharding import parse_shard
 

@@ -35,8 +35,9 @@ from common import OUT, machine, peak_rss_mib
 from PIL import Image
 
 from invprotect.data import default_cifar10_root
-from invprotect.folders import protect_tree, recover_tree
-from invprotect.imageio import read_rgb
+from invprotect.files.images import read_rgb
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
 from invprotect.protectors import load_protector
 from invprotect.tiles import by_budget, needs_tiles, tile_grid, tile_side
 

@@ -26,7 +26,7 @@ from pytorch_msssim import ssim
 
 from invprotect.data import load_image_set, train_test_split
 from invprotect.demo import DemoConfig
-from invprotect.imageio import read_rgb
+from invprotect.files.images import read_rgb
 from invprotect.metrics import psnr
 from invprotect.models import RAEG
 from invprotect.targets import Classifier, Ensemble

@@ -5,7 +5,7 @@ Steps:
 1. copy a seeded random subset of ``--train-images`` CIFAR-10 training files to
    ``OUT/originals`` (and, with ``--test-images``, a subset of the test files to ``OUT/test``);
 2. protect them into ``OUT/protected`` with ``invprotect protect``'s library function
-   (`invprotect.folders.protect_tree`; resumes where an earlier run stopped), unless
+   (`invprotect.files.protect.protect_tree`; resumes where an earlier run stopped), unless
    ``--protected DIR`` names a folder protected already (its files must keep the relative
    paths of the CIFAR-10 training files: ``cat/0001.png`` for ``train/cat/0001.jpg``);
 3. run one pirate (`invprotect.training.pirate.run_pirate`) per row, each ``--epochs``
@@ -41,7 +41,6 @@ from pathlib import Path
 import torch
 from common import OUT, REFERENCE_PROTECTOR, machine, subset_index
 
-from invprotect.checkpoint import atomic_write_bytes
 from invprotect.data import (
     ImageFolderIndex,
     default_cifar10_root,
@@ -49,7 +48,8 @@ from invprotect.data import (
     scan_image_folder,
 )
 from invprotect.defences import parse_defence_spec, train_comdefend
-from invprotect.folders import protect_tree
+from invprotect.files.atomic import atomic_write_bytes
+from invprotect.files.protect import protect_tree
 from invprotect.protectors import load_protector
 from invprotect.training.adversarial import PGDConfig
 from invprotect.training.pirate import PirateReport, accuracy_plot, run_pirate

@@ -23,7 +23,8 @@ import torch
 from common import METHODS, machine, method_name
 
 from invprotect.data import default_cifar10_root, train_test_split
-from invprotect.folders import protect_tree, recover_tree
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
 from invprotect.protectors import load_protector
 
 OUT = Path(__file__).resolve().parent / "out"

@@ -60,13 +60,9 @@ from common import OUT, machine, subset_index
 from matplotlib.figure import Figure
 
 from invprotect._registry import UnknownNameError
-from invprotect.checkpoint import (
-    CheckpointError,
-    atomic_write_bytes,
-    load_checkpoint,
-    save_checkpoint,
-)
+from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from invprotect.data import ImageSet, default_cache_dir, load_image_set, scan_image_folder
+from invprotect.files.atomic import atomic_write_bytes
 from invprotect.metrics import psnr
 from invprotect.models.protector import Protector
 from invprotect.protectors import load_protector

@@ -37,8 +37,8 @@ from torch.nn.functional import cross_entropy, mse_loss
 from torch.utils.data import DataLoader
 
 from invprotect.data import ProtectedImageFolder, default_cifar10_root
-from invprotect.folders import protect_tree
-from invprotect.imageio import read_rgb
+from invprotect.files.images import read_rgb
+from invprotect.files.protect import protect_tree
 from invprotect.metrics import psnr
 from invprotect.models import RAEG
 from invprotect.targets import Classifier

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +26,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from invprotect.files.atomic import atomic_write_bytes
+
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "config.json"
 _PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
@@ -34,46 +35,6 @@ _PICKLE_SUFFIXES = {".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin"}
 
 class CheckpointError(ValueError):
     """A checkpoint is missing, incomplete, or not in the safetensors + JSON format."""
-
-
-TEMPORARY_NAME = re.compile(r"\..+\.[A-Za-z0-9_]+\.tmp")
-"""Names of temporary files like those `atomic_write_bytes` writes (``.NAME.RANDOM.tmp``)."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
-
-    A symbolic link at ``path`` is replaced by the file, never written through.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def remove_stale_temporaries(root: Path) -> list[Path]:
-    """Delete the temporary files of `atomic_write_bytes` under ``root`` (links not followed).
-
-    Only call this while no other process writes under ``root``.
-
-    Returns:
-        The files removed.
-    """
-    removed = []
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = Path(folder) / name
-            if TEMPORARY_NAME.fullmatch(name) and path.is_file() and not path.is_symlink():
-                path.unlink(missing_ok=True)
-                removed.append(path)
-    return removed
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, Tensor], config: dict[str, Any]) -> Path:

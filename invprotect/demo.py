@@ -23,8 +23,9 @@ from PIL import Image
 from pytorch_msssim import ssim
 
 from invprotect.data import ImageSet, load_image_set, train_test_split
-from invprotect.folders import protect_tree, recover_tree
-from invprotect.imageio import pixel_digest, read_rgb
+from invprotect.files.images import pixel_digest, read_rgb
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
 from invprotect.metrics import psnr
 from invprotect.models import RAEG
 from invprotect.pictures import amplified_difference, image_grid

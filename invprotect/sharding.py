@@ -44,7 +44,7 @@ def shard_of(relative: str, count: int) -> int:
     """The shard (0 to ``count - 1``) that does the file at ``relative`` (a POSIX path).
 
     Args:
-        relative: The file's path relative to SRC, as `invprotect.folders.Job.relative`.
+        relative: The file's path relative to SRC, as `invprotect.files.tree.Job.relative`.
         count: The number of shards ``N``.
     """
     digest = hashlib.sha256(os.fsencode(relative)).digest()

@@ -13,8 +13,10 @@ from typer.testing import CliRunner
 from invprotect.baselines import RAE, RIT, create_baseline
 from invprotect.checkpoint import CheckpointError
 from invprotect.cli import app
-from invprotect.folders import MANIFEST, protect_tree, read_manifest, recover_tree
-from invprotect.imageio import pixel_digest
+from invprotect.files.images import pixel_digest
+from invprotect.files.manifest import MANIFEST, read_manifest
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
 from invprotect.models import RAEG
 from invprotect.protectors import load_protector
 from invprotect.targets import Classifier

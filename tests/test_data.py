@@ -16,7 +16,7 @@ from invprotect.data import (
     scan_image_folder,
     train_test_split,
 )
-from invprotect.imageio import BadImageError, read_rgb
+from invprotect.files.images import BadImageError, read_rgb
 
 
 def _add_broken_files(root: Path) -> dict[str, str]:

@@ -25,7 +25,8 @@ from PIL import Image
 
 import invprotect.record
 from invprotect.data import load_image_set, scan_image_folder
-from invprotect.folders import protect_tree, recover_tree
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
 from invprotect.models import RAEG, exact
 from invprotect.models import fixed_point as fp
 from invprotect.models.exact import CODING, ExactCodec

@@ -18,18 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from invprotect.folders import (
-    LOCK_FILE,
-    MANIFEST,
-    DestinationError,
-    DestinationLockedError,
-    protect_tree,
-    read_manifest,
-    recover_tree,
-)
-from invprotect.imageio import pixel_digest
+from invprotect.files.images import pixel_digest
+from invprotect.files.locks import LOCK_FILE, DestinationError, DestinationLockedError
+from invprotect.files.manifest import MANIFEST, read_manifest
+from invprotect.files.png import chunk_bytes, iter_chunks
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
 from invprotect.models import RAEG
-from invprotect.pngio import chunk_bytes, iter_chunks
 from invprotect.record import RECORD_CHUNK, RecoveryRecord
 from tests.test_records import make_raeg
 

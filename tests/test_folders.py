@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from invprotect.folders import MANIFEST, protect_tree, read_manifest, recover_tree
-from invprotect.imageio import pixel_digest
+from invprotect.files.images import pixel_digest
+from invprotect.files.manifest import MANIFEST, read_manifest
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
 from invprotect.models import RAEG
 from tests.contracts import tiny_raeg
 

@@ -28,8 +28,9 @@ import json, resource, sys
 from pathlib import Path
 import torch
 from PIL import Image
-from invprotect.folders import protect_tree, recover_tree
-from invprotect.imageio import pixel_digest
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
+from invprotect.files.images import pixel_digest
 from invprotect.models.raeg import RAEG
 from tests.contracts import train_away_from_identity
 

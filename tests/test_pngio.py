@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from invprotect.pngio import (
+from invprotect.files.png import (
     chunk_bytes,
     encode_png,
     insert_chunks,

@@ -19,10 +19,11 @@ from invprotect.data.protected import (
     ProtectedImageFolder,
     load_protected_set,
 )
-from invprotect.folders import protect_tree, recover_tree
-from invprotect.imageio import open_image, pixel_digest, read_rgb
+from invprotect.files.images import open_image, pixel_digest, read_rgb
+from invprotect.files.png import encode_png, read_chunks
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
 from invprotect.models import RAEG
-from invprotect.pngio import encode_png, read_chunks
 from invprotect.record import RECORD_CHUNK
 from tests.contracts import tiny_raeg
 
@@ -227,8 +228,8 @@ def test_importing_invprotect_data_stays_on_its_floor() -> None:
         if isinstance(node, ast.ImportFrom) and node.module
     }
     assert {name for name in imported if name.startswith("invprotect")} == {
-        "invprotect.checkpoint",
-        "invprotect.imageio",
+        "invprotect.files.atomic",
+        "invprotect.files.images",
     }
 
 

@@ -23,11 +23,13 @@ from PIL import Image
 
 from invprotect.baselines import RAE, RIT
 from invprotect.checkpoint import CONFIG_FILE, CheckpointError
-from invprotect.folders import MANIFEST, protect_tree, read_manifest, recover_tree
-from invprotect.imageio import pixel_digest
+from invprotect.files.images import pixel_digest
+from invprotect.files.manifest import MANIFEST, read_manifest
+from invprotect.files.png import encode_png, iter_chunks
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
 from invprotect.models import RAEG
 from invprotect.models.protector import PROTECTORS, Protector, list_protector_formats
-from invprotect.pngio import encode_png, iter_chunks
 from invprotect.protectors import load_protector
 from invprotect.record import RECORD_CHUNK
 from invprotect.targets import Classifier

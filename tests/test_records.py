@@ -16,11 +16,13 @@ import torch
 from PIL import Image, PngImagePlugin
 
 from invprotect.baselines import RAE
-from invprotect.folders import MANIFEST, protect_tree, recover_tree
-from invprotect.imageio import pixel_digest
+from invprotect.files.images import pixel_digest
+from invprotect.files.manifest import MANIFEST
+from invprotect.files.png import chunk_bytes, iter_chunks, read_chunks
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
 from invprotect.models import RAEG
 from invprotect.models.exact import ExactCodec, inflate_exactly
-from invprotect.pngio import chunk_bytes, iter_chunks, read_chunks
 from invprotect.record import (
     RECORD_CHUNK,
     BadRecordError,

@@ -22,17 +22,11 @@ from PIL import Image
 
 from invprotect.cli.app import EXIT_USAGE, invoke
 from invprotect.cli.protector import _entries, _means
-from invprotect.folders import (
-    LOCK_FILE,
-    MANIFEST,
-    MERGE_LOCK,
-    DestinationLockedError,
-    TreeReport,
-    manifest_part,
-    protect_tree,
-    read_manifest,
-    recover_tree,
-)
+from invprotect.files.locks import LOCK_FILE, MERGE_LOCK, DestinationLockedError
+from invprotect.files.manifest import MANIFEST, manifest_part, read_manifest
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
+from invprotect.files.tree import TreeReport
 from invprotect.protectors import load_protector
 from invprotect.sharding import (
     Shard,

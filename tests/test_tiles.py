@@ -16,11 +16,12 @@ import torch
 from PIL import Image
 
 import invprotect.tiles
-from invprotect.folders import protect_tree, recover_tree
-from invprotect.imageio import pixel_digest, read_source
+from invprotect.files.images import pixel_digest, read_source
+from invprotect.files.png import encode_png, read_chunks
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
 from invprotect.metrics import psnr, ssim
 from invprotect.models.raeg import RAEG
-from invprotect.pngio import encode_png, read_chunks
 from invprotect.record import RECORD_CHUNK, BadRecordError, RecordKeys, RecoveryRecord
 from invprotect.tiles import (
     Tile,

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from invprotect._registry import UnknownNameError, UnknownPresetError
-from invprotect.checkpoint import CONFIG_FILE, CheckpointError, atomic_write_bytes
+from invprotect.checkpoint import CONFIG_FILE, CheckpointError
 from invprotect.cli.app import ThreadsOption, app
 from invprotect.cli.paths import check_output_folder
 from invprotect.cli.progress import console, fail, progress_bar
@@ -27,9 +27,10 @@ from invprotect.defences import (
     sample_generators,
     train_comdefend,
 )
-from invprotect.folders import Job, collect_jobs, paths_overlap
-from invprotect.imageio import IMAGE_SUFFIXES, BadImageError, read_rgb
-from invprotect.pngio import encode_png
+from invprotect.files.atomic import atomic_write_bytes
+from invprotect.files.images import IMAGE_SUFFIXES, BadImageError, read_rgb
+from invprotect.files.png import encode_png
+from invprotect.files.tree import Job, collect_jobs, paths_overlap
 
 MANIFEST = ".invprotect-purify.json"
 """File in the output folder recording which defence produced its images."""

@@ -14,7 +14,7 @@ from invprotect.cli.paths import check_output_folder
 from invprotect.cli.progress import console, fail, progress_bar
 from invprotect.data import default_cache_dir, default_cifar10_root, download_cifar10
 from invprotect.demo import DemoConfig, run_demo
-from invprotect.pngio import write_png
+from invprotect.files.png import write_png
 from invprotect.targets import is_arch, list_archs
 
 

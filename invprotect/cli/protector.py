@@ -22,15 +22,10 @@ from invprotect.cli.shards import ShardOption, resolve_shard
 from invprotect.cli.targets import load_split, training_processes
 from invprotect.data import default_cache_dir
 from invprotect.device import pick_device
-from invprotect.folders import (
-    MANIFEST,
-    TreeReport,
-    collect_jobs,
-    manifest_part,
-    protect_tree,
-    read_manifest,
-    recover_tree,
-)
+from invprotect.files.manifest import MANIFEST, manifest_part, read_manifest
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
+from invprotect.files.tree import TreeReport, collect_jobs
 from invprotect.models import RAEG, RAEG_PRESETS
 from invprotect.models.protector import Protector
 from invprotect.protectors import load_protector

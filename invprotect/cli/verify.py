@@ -24,7 +24,7 @@ from invprotect.evaluation import (
     verify,
     write_report,
 )
-from invprotect.folders import paths_overlap
+from invprotect.files.tree import paths_overlap
 from invprotect.targets import Classifier
 
 

@@ -29,8 +29,8 @@ import torch.nn.functional as F  # noqa: N812
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from invprotect.checkpoint import atomic_write_bytes
-from invprotect.imageio import IMAGE_SUFFIXES, BadImageError, read_rgb
+from invprotect.files.atomic import atomic_write_bytes
+from invprotect.files.images import IMAGE_SUFFIXES, BadImageError, read_rgb
 
 if TYPE_CHECKING:
     from invprotect.data.protected import ProtectedFileError as ProtectedFileError

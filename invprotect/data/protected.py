@@ -18,17 +18,17 @@ protection (or without a record, or sealed under another key, or with a corrupt 
 raises `ProtectedFileError` naming the file. With ``on_altered="approximate"`` a changed
 file gives the protector's approximate recovery instead, with a warning naming it.
 
-This module sits on the floor of `invprotect.folders` (it needs the protectors and the
+Each file goes through the same per-file steps as ``invprotect recover``
+(`invprotect.files.protected`: open and check the record, rebuild the original, check its
+digest). This module sits on the floor of the tree runs (it needs the protectors and the
 records); the package `invprotect.data` below it re-exports its names lazily, so importing
 `invprotect.data` does not import anything above it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal
@@ -40,11 +40,17 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from invprotect.data import ImageFolderIndex, ImageSet, fit_to_size, scan_image_folder
-from invprotect.imageio import BadImageError, open_image, pixel_digest, rebuild_image
+from invprotect.files.images import BadImageError, pad_to_multiple
+from invprotect.files.protected import (
+    ProtectedFile,
+    approximate_original,
+    matches_record,
+    open_protected,
+    rebuild_original,
+)
 from invprotect.models.protector import Protector
-from invprotect.pngio import chunks_if_png
 from invprotect.protectors import load_protector
-from invprotect.record import RECORD_CHUNK, BadRecordError, RecordKeys, RecoveryRecord
+from invprotect.record import BadRecordError, RecordKeys
 
 __all__ = ["OnAltered", "ProtectedFileError", "ProtectedImageFolder", "load_protected_set"]
 
@@ -54,17 +60,6 @@ OnAltered = Literal["raise", "approximate"]
 
 class ProtectedFileError(ValueError):
     """A protected file cannot give its original; the message names the file and why."""
-
-
-@dataclass
-class _Opened:
-    """A protected file read for recovery: stored pixels, alpha, record, and whether untouched."""
-
-    path: Path
-    rgb: Tensor  # (3, H, W) uint8, padded as protected
-    alpha: np.ndarray | None
-    record: RecoveryRecord | None
-    untouched: bool
 
 
 class ProtectedImageFolder(Dataset[tuple[Any, Any]]):
@@ -188,15 +183,17 @@ class ProtectedImageFolder(Dataset[tuple[Any, Any]]):
                 ``on_altered``).
         """
         opened = [self._open(Path(self.samples[index][0])) for index in indices]
+        protector = self.protector
+        side = protector.side_multiple
         images: dict[int, Image.Image] = {}
         groups: dict[tuple[bool, int, int], list[int]] = {}
         for position, item in enumerate(opened):
             height, width = item.rgb.shape[-2:]
-            groups.setdefault((item.untouched, height, width), []).append(position)
-        protector = self.protector
+            key = (item.untouched, -(-height // side) * side, -(-width // side) * side)
+            groups.setdefault(key, []).append(position)
         for (untouched, _, _), positions in groups.items():
-            batch = torch.stack([opened[p].rgb for p in positions])
             if untouched:
+                batch = torch.stack([opened[p].rgb for p in positions])
                 records = [opened[p].record.residual for p in positions]  # type: ignore[union-attr]
                 try:
                     restored, promised = protector.decode(batch, records)
@@ -205,8 +202,10 @@ class ProtectedImageFolder(Dataset[tuple[Any, Any]]):
                 for p, pixels, exact in zip(positions, restored, promised, strict=True):
                     images[p] = self._finish(opened[p], pixels, exact)
             else:
+                batch = torch.stack([pad_to_multiple(opened[p].rgb, side) for p in positions])
                 for p, pixels in zip(positions, protector.approximate(batch), strict=True):
-                    images[p] = self._finish_altered(opened[p], pixels)
+                    _warn(opened[p].path, "it was changed after protection (or has no record)")
+                    images[p] = approximate_original(opened[p], pixels)
         if self.mode is None:
             return [images[p] for p in range(len(opened))]
         return [_convert(images[p], self.mode) for p in range(len(opened))]
@@ -216,58 +215,24 @@ class ProtectedImageFolder(Dataset[tuple[Any, Any]]):
             self._keys = self.protector.keys
         return self._keys
 
-    def _open(self, path: Path) -> _Opened:
-        """Read a protected file and open its record (checked against the key and the image)."""
+    def _open(self, path: Path) -> ProtectedFile:
+        """Read a protected file and open its record; refuse a changed one unless asked."""
         try:
-            image = open_image(path)
-            data = path.read_bytes()
-            chunks = [body for kind, body in chunks_if_png(data) if kind == RECORD_CHUNK]
-            if len(chunks) > 1:
-                raise BadRecordError(f"{path}: {len(chunks)} recovery records, expected one")
-            record = RecoveryRecord.open(chunks[0], self._keys_of(), str(path)) if chunks else None
+            item = open_protected(path, self._keys_of(), self.protector.side_multiple)
         except (BadImageError, BadRecordError) as error:
             raise ProtectedFileError(f"{error}; its original cannot be recovered") from None
-        except (OSError, ValueError) as error:
-            raise ProtectedFileError(f"{path}: cannot read its recovery record ({error})") from None
-        alpha = np.asarray(image.getchannel("A")).copy() if image.mode in ("RGBA", "LA") else None
-        pixels = np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
-        rgb = torch.from_numpy(pixels).permute(2, 0, 1)
-        if record is None:
-            return self._altered(path, rgb, alpha, None, "has no recovery record")
-        side = self.protector.side_multiple
-        height, width = rgb.shape[-2:]
-        if (-(-record.height // side) * side, -(-record.width // side) * side) != (height, width):
-            raise ProtectedFileError(
-                f"{path}: its record describes a {record.height}x{record.width} original, "
-                f"which does not fit the {height}x{width} image; its original cannot be recovered"
+        if not item.untouched and self.on_altered == "raise":
+            what = (
+                "has no recovery record" if item.record is None else "was changed after protection"
             )
-        if record.mode in ("RGBA", "LA") and alpha is None:
-            raise ProtectedFileError(f"{path}: record of mode {record.mode} but no alpha channel")
-        if hashlib.sha256(rgb.contiguous().numpy()).hexdigest() != record.protected_sha256:
-            return self._altered(path, rgb, alpha, record, "was changed after protection")
-        return _Opened(path, rgb, alpha, record, untouched=True)
-
-    def _altered(
-        self,
-        path: Path,
-        rgb: Tensor,
-        alpha: np.ndarray | None,
-        record: RecoveryRecord | None,
-        what: str,
-    ) -> _Opened:
-        if self.on_altered == "raise":
             raise ProtectedFileError(
                 f"{path}: {what}, so its original cannot be recovered exactly; remove it (or "
                 "replace it with the file as protected), or pass on_altered='approximate' to "
                 "use the protector's approximate recovery"
             )
-        side = self.protector.side_multiple
-        pad_h, pad_w = -rgb.shape[1] % side, -rgb.shape[2] % side
-        if pad_h or pad_w:
-            rgb = torch.from_numpy(np.pad(rgb.numpy(), ((0, 0), (0, pad_h), (0, pad_w)), "edge"))
-        return _Opened(path, rgb, alpha, record, untouched=False)
+        return item
 
-    def _decode_one_by_one(self, items: list[_Opened]) -> tuple[list[Tensor], list[bool]]:
+    def _decode_one_by_one(self, items: list[ProtectedFile]) -> tuple[list[Tensor], list[bool]]:
         restored, promised = [], []
         for item in items:
             assert item.record is not None
@@ -281,48 +246,27 @@ class ProtectedImageFolder(Dataset[tuple[Any, Any]]):
             promised.append(exact[0])
         return restored, promised
 
-    def _finish(self, item: _Opened, restored: Tensor, promised: bool) -> Image.Image:
+    def _finish(self, item: ProtectedFile, restored: Tensor, promised: bool) -> Image.Image:
         """The original's image from its restored pixels, checked against its record."""
-        record = item.record
-        assert record is not None
-        alpha = item.alpha[: record.height, : record.width] if item.alpha is not None else None
+        assert item.record is not None
         if not promised and self.on_altered == "raise":
             raise ProtectedFileError(
                 f"{item.path}: {type(self.protector).__name__} recovers this file only "
                 "approximately; pass on_altered='approximate' to use that recovery"
             )
         try:
-            image = rebuild_image(
-                restored[:, : record.height, : record.width].cpu(),
-                alpha,
-                record.mode,
-                record.extra,
-                approximate=not promised,
-            )
+            image = rebuild_original(item, restored, promised)
         except ValueError as error:
             raise ProtectedFileError(f"{item.path}: {error}") from None
         if not promised:
             _warn(item.path, "the protector recovers it only approximately")
-        elif self._keys_of().original_mac(pixel_digest(image)) != record.original_mac:
+        elif not matches_record(image, item.record, self._keys_of()):
             raise ProtectedFileError(
                 f"{item.path}: the recovered pixels do not match the digest of the original "
                 "in its record; nothing is returned for it (recover it with `invprotect "
                 "recover` for a report)"
             )
         return image
-
-    def _finish_altered(self, item: _Opened, pixels: Tensor) -> Image.Image:
-        """The approximate recovery of a changed file (RGB, or RGBA with its alpha)."""
-        height, width = item.rgb.shape[-2:]
-        if item.alpha is not None:
-            height, width = item.alpha.shape
-        if item.record is not None:
-            height, width = min(height, item.record.height), min(width, item.record.width)
-        out = pixels[:, :height, :width].permute(1, 2, 0).contiguous().cpu().numpy()
-        _warn(item.path, "it was changed after protection (or has no record)")
-        if item.alpha is not None:
-            return Image.fromarray(np.dstack([out, item.alpha[:height, :width]]), "RGBA")
-        return Image.fromarray(out, "RGB")
 
 
 def _convert(image: Image.Image, mode: str) -> Image.Image:

@@ -24,7 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from invprotect.checkpoint import atomic_write_bytes
+from invprotect.files.atomic import atomic_write_bytes
 from invprotect.pictures import DIFFERENCE_GAIN, amplified_difference, image_grid
 
 _Table = tuple[str, list[str], list[list[str]]]  # title, column headers, rows of cells

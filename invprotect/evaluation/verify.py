@@ -1,8 +1,8 @@
 """Verify a protector the way it is used: real files, real defences, targets and unseen models.
 
 `verify` takes a class-balanced, seeded choice of test files from an ImageFolder, copies
-them to ``OUT/files/originals``, runs the user pipeline (`invprotect.folders.protect_tree`
-into ``OUT/files/protected``, `invprotect.folders.recover_tree` into
+them to ``OUT/files/originals``, runs the user pipeline (`invprotect.files.protect.protect_tree`
+into ``OUT/files/protected``, `invprotect.files.recover.recover_tree` into
 ``OUT/files/recovered``), reads the three sets back and measures:
 
 - ``A_ori``, ``A_prt``, ``A_rev``: top-1 accuracy of every model (targets and unseen
@@ -10,7 +10,7 @@ into ``OUT/files/protected``, `invprotect.folders.recover_tree` into
 - ``P_prt``, ``P_rev``, ``S_prt``, ``S_rev``: mean PSNR per image (dB, clamped at 100)
   and SSIM of protected and recovered images against the originals;
 - ``exact_rate``: the fraction of recovered files whose decoded pixels equal the
-  original's (`invprotect.imageio.pixel_digest`);
+  original's (`invprotect.files.images.pixel_digest`);
 - for every defence: the accuracy of every model on the defended protected images and
   on the defended originals (clean accuracy under that defence, the baseline the first
   figure has to be read against), and the PSNR of ``protector.recover`` applied to the
@@ -44,8 +44,10 @@ from invprotect.defences import (
     sample_generators,
     to_8bit_grid,
 )
-from invprotect.folders import paths_overlap, protect_tree, recover_tree
-from invprotect.imageio import open_image, pixel_digest, read_rgb
+from invprotect.files.images import open_image, pixel_digest, read_rgb
+from invprotect.files.protect import protect_tree
+from invprotect.files.recover import recover_tree
+from invprotect.files.tree import paths_overlap
 from invprotect.metrics import psnr
 from invprotect.models.protector import Protector
 from invprotect.targets import Classifier

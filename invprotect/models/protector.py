@@ -2,7 +2,7 @@
 
 A protector works on float images and on files. On float RGB ``(B, 3, H, W)`` in
 ``[0, 1]`` it protects and recovers (`Protector.protect`, `Protector.recover`). For the
-folder pipeline (`invprotect.folders`) it turns 8-bit originals into 8-bit protected
+folder pipeline (`invprotect.files`) it turns 8-bit originals into 8-bit protected
 images plus per-image record bytes, and back (`Protector.encode`, `Protector.decode`,
 `Protector.approximate`). The 8-bit methods have a default on the base: the float
 methods on the 8-bit grid, no record bytes, recovery flagged approximate. A protector

@@ -32,7 +32,6 @@ import torch
 from matplotlib.figure import Figure
 
 from invprotect._registry import UnknownNameError
-from invprotect.checkpoint import atomic_write_bytes
 from invprotect.data import ImageSet, load_image_set, scan_image_folder
 from invprotect.defences import Defence, create_defence, parse_defence_spec, sample_generators
 from invprotect.defences.learned_inverse import (
@@ -42,6 +41,7 @@ from invprotect.defences.learned_inverse import (
     train_learned_inverse,
 )
 from invprotect.device import Precision, pick_device
+from invprotect.files.atomic import atomic_write_bytes
 from invprotect.metrics import psnr
 from invprotect.targets import Classifier
 from invprotect.targets.zoo import is_arch, list_archs

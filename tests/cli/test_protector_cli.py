@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from invprotect.cli import app
-from invprotect.imageio import pixel_digest
+from invprotect.files.images import pixel_digest
 from invprotect.models import RAEG
 
 runner = CliRunner()

@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from invprotect.cli import app
-from invprotect.folders import protect_tree
+from invprotect.files.protect import protect_tree
 from invprotect.models import RAEG
 from invprotect.targets import Classifier
 from tests.contracts import tiny_raeg

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from invprotect.imageio import pixel_digest
+from invprotect.files.images import pixel_digest
 from tests.corpus import files as f
 from tests.corpus import records as r
 from tests.corpus.corpus import (

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from invprotect.cli.app import app
 from invprotect.cli.defences import MANIFEST
 from invprotect.defences import JPEG, ComDefend, GaussianNoise, sample_generators
-from invprotect.imageio import read_rgb
+from invprotect.files.images import read_rgb
 
 runner = CliRunner()
 

@@ -26,7 +26,7 @@ from invprotect.evaluation import (
     split_defence_specs,
     verify,
 )
-from invprotect.imageio import read_rgb
+from invprotect.files.images import read_rgb
 from invprotect.models import RAEG
 from invprotect.targets import Classifier
 from tests.contracts import train_away_from_identity

@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from invprotect.data import load_image_set, scan_image_folder
+from invprotect.files.png import encode_png, read_chunks
 from invprotect.models import RAEG
 from invprotect.models.exact import ExactCodec
-from invprotect.pngio import encode_png, read_chunks
 from tests.contracts import train_away_from_identity
 
 

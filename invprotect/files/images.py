@@ -6,6 +6,9 @@ APNG, multi-page TIFF, MPO), too many pixels, or an unsupported mode. `read_sour
 collects the file's metadata (`image_metadata`: every ancillary PNG chunk verbatim; EXIF,
 ICC profile, DPI, comments and XMP of other formats) and refuses files whose metadata a
 PNG could not carry; `encode_recovered` writes it back into the recovered PNG.
+`prepare_image` and `rebuild_image` split an image into the RGB pixels a protector sees
+and back into its own mode; `pad_to_multiple` pads them to a protector's sides;
+`pixel_digest` and `rgb_digest` are the digests a record and a manifest keep.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from torch import Tensor
 
-from invprotect.pngio import chunk_bytes, insert_chunks, iter_chunks
+from invprotect.files.png import chunk_bytes, insert_chunks, iter_chunks
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 """File suffixes (lower case) treated as images when scanning folders."""
@@ -478,3 +481,22 @@ def _quantize_to_palette(pixels: np.ndarray, palette: list[int]) -> np.ndarray |
     if any(m is None for m in mapped):
         return None
     return np.asarray(mapped, dtype=np.uint8)[inverse].reshape(pixels.shape[:2])
+
+
+def pad_to_multiple(rgb: Tensor, multiple: int) -> Tensor:
+    """Edge-replicate ``(3, H, W)`` pixels up to sides divisible by ``multiple``.
+
+    The protectors work on such sides; the padding is cropped off again on recovery
+    (the record keeps the original's size).
+    """
+    height, width = rgb.shape[-2:]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if not pad_h and not pad_w:
+        return rgb
+    padded = np.pad(rgb.numpy(), ((0, 0), (0, pad_h), (0, pad_w)), mode="edge")
+    return torch.from_numpy(padded)
+
+
+def rgb_digest(rgb: Tensor) -> str:
+    """SHA-256 of ``uint8`` pixels as stored (the record's digest of a protected image)."""
+    return hashlib.sha256(rgb.contiguous().numpy().tobytes()).hexdigest()
