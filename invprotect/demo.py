@@ -1,44 +1,53 @@
 """The end-to-end demo: targets, a protector, protection and bit-exact recovery, measured.
 
 `run_demo` trains two small target classifiers and a RAEG protector on CIFAR-10 (or
-any ImageFolder with ``train/`` and ``test/``), protects held-out test files into PNG,
-recovers them, and reports the accuracy of the targets on original, protected and
-recovered images (A_ori, A_prt, A_rev), the PSNR and SSIM of protected and recovered
-images, and the exact-recovery rate. Everything is written under one folder; the
-protector lands at ``OUT/protector``, usable with ``invprotect protect`` and
-``invprotect recover``.
+any ImageFolder with ``train/`` and ``test/``) with the runs the commands use
+(`invprotect.training.run_target_training`, `invprotect.training.run_protector_training`),
+then measures them with `invprotect.evaluation.verify` (no defences): held-out test
+files protected into PNG and recovered, the accuracy of the targets on original,
+protected and recovered images (A_ori, A_prt, A_rev), the PSNR and SSIM of protected
+and recovered images, and the exact-recovery rate. Everything is written under one
+folder; the protector lands at ``OUT/protector``, usable with ``invprotect protect``
+and ``invprotect recover``, and the measured files under ``OUT/verify/files``.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
-from pytorch_msssim import ssim
 
-from invprotect.data import ImageSet, load_image_set, train_test_split
-from invprotect.files.images import pixel_digest, read_rgb
-from invprotect.files.protect import protect_tree
-from invprotect.files.recover import recover_tree
-from invprotect.metrics import psnr
+from invprotect.evaluation import VerifyConfig, VerifyReport, remove_earlier_files, verify
+from invprotect.files.images import read_rgb
 from invprotect.models import RAEG
 from invprotect.pictures import amplified_difference, image_grid
-from invprotect.targets import Classifier, Ensemble
-from invprotect.training import ClassifierTrainingConfig, TrainingEvent, train_classifier
-from invprotect.training.protector import (
-    ProtectorEvent,
-    ProtectorTrainingConfig,
-    train_protector,
+from invprotect.targets import Classifier
+from invprotect.training import (
+    ClassifierTrainingConfig,
+    ProtectorRunConfig,
+    TargetRunConfig,
+    TrainingData,
+    load_training_data,
+    run_protector_training,
+    run_target_training,
 )
+from invprotect.training.data import Listener, Log, Progress, no_log, no_progress
+from invprotect.training.protector import ProtectorTrainingConfig
 
-Progress = Callable[[str, int, int, str], None]
-"""``progress(stage, done, total, status)``: how far a stage of the demo is."""
+PRESET = "cpu-32"
+"""The protector's preset; its 32 px is the working size of the training images."""
+
+VERIFY_STAGES = {"protect": "protecting", "recover": "recovering", "measure": "measuring"}
+"""The demo's names of `invprotect.evaluation.verify`'s progress stages."""
+
+FIGURES = ("images", "A_ori", "A_prt", "A_rev", "P_prt", "S_prt", "P_rev", "S_rev")
+"""The figures of verify's report that the demo's report repeats, under the same keys."""
+
+GRID_COLUMNS = 8
+"""Files shown in ``OUT/grid.png``."""
 
 
 @dataclass(frozen=True)
@@ -68,24 +77,6 @@ class DemoConfig:
     seed: int = 0
 
 
-def _copy_test_files(test_index, per_class: int, dst: Path) -> list[Path]:
-    chosen: dict[int, int] = {}
-    copied = []
-    for path, label in test_index.samples:
-        if chosen.get(label, 0) >= per_class:
-            continue
-        chosen[label] = chosen.get(label, 0) + 1
-        target = dst / test_index.classes[label] / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(path, target)
-        copied.append(target)
-    return copied
-
-
-def _images_of(paths: list[Path]) -> torch.Tensor:
-    return torch.stack([read_rgb(path) for path in paths]).float() / 255
-
-
 def save_grid(
     originals: torch.Tensor, protected: torch.Tensor, recovered: torch.Tensor, path: Path
 ) -> None:
@@ -98,7 +89,7 @@ def run_demo(
     data: Path,
     out: Path,
     config: DemoConfig | None = None,
-    log: Callable[[str], None] = lambda _: None,
+    log: Log = no_log,
     progress: Progress | None = None,
     cache_dir: Path | None = None,
 ) -> dict:
@@ -107,129 +98,117 @@ def run_demo(
     Args:
         data: ImageFolder with ``train/`` and ``test/``.
         out: Folder for everything the demo makes; a rerun reuses finished targets and
-            protector.
+            protector, and measures again.
         config: Sizes (default: `DemoConfig`).
         log: Receives one message per stage.
         progress: Receives the progress of each stage (decoding, each target, the
-            protector, protecting, recovering).
+            protector, protecting, recovering, measuring).
         cache_dir: Keep the decoded training images here for the next run.
+
+    Returns:
+        ``config``, ``images``, ``A_ori``, ``A_prt``, ``A_rev`` (by architecture),
+        ``P_prt``, ``S_prt``, ``P_rev``, ``S_rev``, ``exact_recovery_rate`` (verify's
+        ``exact_rate``) and ``seconds`` (of each stage that ran, and ``total``).
     """
     config = config or DemoConfig()
-    show = progress or (lambda stage, done, total, status: None)
+    show = progress or no_progress
     started = time.perf_counter()
-    seconds: dict[str, float] = {}
     out.mkdir(parents=True, exist_ok=True)
-    train_index, test_index = train_test_split(data)
-    keep = torch.randperm(len(train_index), generator=torch.Generator().manual_seed(config.seed))
-    train_index.samples = [
-        train_index.samples[i] for i in sorted(keep[: config.train_images].tolist())
-    ]
-    total, decoded = len(train_index), 0
-
-    def count(done: int) -> None:
-        nonlocal decoded
-        decoded += done
-        show("decoding", decoded, total, "")
-
-    train: ImageSet = load_image_set(train_index, size=32, cache_dir=cache_dir, progress=count)
-    seconds["decoding"] = time.perf_counter() - started
-    log(f"training targets {', '.join(config.target_archs)} on {len(train)} images")
-    members = []
-    for arch in config.target_archs:
-        path = out / "targets" / arch
-        if (path / "config.json").is_file():
-            members.append(Classifier.load(path))
-            continue
-        stage = time.perf_counter()
-        torch.manual_seed(config.seed)
-        model = Classifier(arch, train.classes)
-
-        def step(event: TrainingEvent, arch: str = arch) -> None:
-            done = (event.epoch - 1) * event.steps_per_epoch + event.step
-            status = f"epoch {event.epoch}/{config.target_epochs}, loss {event.loss:.3f}"
-            show(f"target {arch}", done, config.target_epochs * event.steps_per_epoch, status)
-
-        train_classifier(
-            model,
-            train,
-            None,
-            ClassifierTrainingConfig(epochs=config.target_epochs, seed=config.seed),
-            on_event=step,
-        )
-        model.save(path)
-        members.append(model.eval())
-        seconds[f"target {arch}"] = time.perf_counter() - stage
-    ensemble = Ensemble(members)
-    protector_path = out / "protector"
-    if (protector_path / "config.json").is_file():
-        raeg = RAEG.load(protector_path)
-    else:
-        log(f"training the protector for {config.protector_steps} steps")
-        stage = time.perf_counter()
-        torch.manual_seed(config.seed)
-        raeg = RAEG.from_preset("cpu-32")
-        settings = ProtectorTrainingConfig(
-            steps=config.protector_steps,
-            batch_size=config.batch_size,
-            lr=config.protector_lr,
-            target_psnr=config.target_psnr,
-            seed=config.seed,
-        )
-
-        def protector_step(event: ProtectorEvent) -> None:
-            status = (
-                f"PSNR {event.smoothed_psnr:.1f} dB, fooled {event.fooling_rate:.2f}, "
-                f"recovered right {event.recovered_accuracy:.2f}"
-            )
-            show("protector", event.step, event.steps, status)
-
-        train_protector(
-            raeg, ensemble, train, settings, out / "protector-state", on_event=protector_step
-        )
-        raeg.save(protector_path)
-        seconds["protector"] = time.perf_counter() - stage
+    images = load_training_data(
+        data,
+        32,
+        cache_dir=cache_dir,
+        with_test=False,
+        max_train_images=config.train_images,
+        seed=config.seed,
+        progress=show,
+    )
+    seconds = {"decoding": time.perf_counter() - started}
+    log(f"training targets {', '.join(config.target_archs)} on {len(images.train)} images")
+    targets = _targets(data, out, config, images, show, seconds)
+    raeg = _protector(data, out, config, images, show, log, seconds)
     log("protecting and recovering test files")
-    originals_dir = out / "originals"
     stage = time.perf_counter()
-    files = _copy_test_files(test_index, config.test_per_class, originals_dir)
-    for name, work, source, target in (
-        ("protecting", protect_tree, originals_dir, out / "protected"),
-        ("recovering", recover_tree, out / "protected", out / "recovered"),
-    ):
-        done = 0
-
-        def advance(count: int, name: str = name) -> None:
-            nonlocal done
-            done += count
-            show(name, done, len(files), "")
-
-        work(source, target, raeg, progress=advance)
+    remove_earlier_files(out / "verify")  # a rerun measures afresh
+    limit = config.test_per_class * len(images.train.classes)
+    settings = VerifyConfig(limit=limit, defences=(), seed=config.seed)
+    measured = verify(
+        data,
+        raeg,
+        targets,
+        {},
+        out / "verify",
+        settings,
+        lambda stage, done, total: show(VERIFY_STAGES[stage], done, total, ""),
+    )
     seconds["protect and recover"] = time.perf_counter() - stage
-    relative = [p.relative_to(originals_dir) for p in files]
-    originals = _images_of(files)
-    protected = _images_of([out / "protected" / r.with_suffix(".png") for r in relative])
-    recovered = _images_of([out / "recovered" / r.with_suffix(".png") for r in relative])
-    exact = [
-        pixel_digest(Image.open(originals_dir / r))
-        == pixel_digest(Image.open(out / "recovered" / r.with_suffix(".png")))
-        for r in relative
-    ]
-    labels = torch.tensor([test_index.classes.index(r.parts[0]) for r in relative])
-    report: dict = {"config": asdict(config), "images": len(files)}
-    with torch.no_grad():
-        for name, images in (("ori", originals), ("prt", protected), ("rev", recovered)):
-            report[f"A_{name}"] = {
-                arch: (member(images).argmax(1) == labels).float().mean().item()
-                for arch, member in zip(config.target_archs, members, strict=True)
-            }
-        for name, images in (("prt", protected), ("rev", recovered)):
-            report[f"P_{name}"] = psnr(images, originals).clamp(max=100.0).mean().item()
-            report[f"S_{name}"] = ssim(images, originals, data_range=1.0).item()
-    report["exact_recovery_rate"] = sum(exact) / len(exact)
+    figures = measured.to_dict()
+    report: dict = {"config": asdict(config), **{key: figures[key] for key in FIGURES}}
+    report["exact_recovery_rate"] = measured.exact_rate
     report["seconds"] = {
         **{name: round(value, 1) for name, value in seconds.items()},
         "total": round(time.perf_counter() - started, 1),
     }
-    save_grid(originals[:8], protected[:8], recovered[:8], out / "grid.png")
+    _grid(measured, out / "verify" / "files", out / "grid.png")
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _targets(
+    data: Path,
+    out: Path,
+    config: DemoConfig,
+    images: TrainingData,
+    show: Progress,
+    seconds: dict[str, float],
+) -> dict[str, Classifier]:
+    """The targets by architecture, trained (or loaded) with `run_target_training`."""
+    targets = {}
+    for arch in config.target_archs:
+        stage = time.perf_counter()
+        settings = ClassifierTrainingConfig(epochs=config.target_epochs, seed=config.seed)
+        folder = out / "targets" / arch
+        run = TargetRunConfig(data, arch, folder, settings, evaluate=False, decoded=images)
+
+        def renamed(_: str, done: int, total: int | None, status: str, arch: str = arch) -> None:
+            show(f"target {arch}", done, total, status)
+
+        result = run_target_training(run, listener=Listener(renamed))
+        targets[arch] = result.model.eval()
+        if not result.already_trained:
+            seconds[f"target {arch}"] = time.perf_counter() - stage
+    return targets
+
+
+def _protector(
+    data: Path,
+    out: Path,
+    config: DemoConfig,
+    images: TrainingData,
+    show: Progress,
+    log: Log,
+    seconds: dict[str, float],
+) -> RAEG:
+    """The protector, trained (or loaded) with `run_protector_training`."""
+    stage = time.perf_counter()
+    sizes = (config.protector_steps, config.batch_size, config.protector_lr)
+    settings = ProtectorTrainingConfig(*sizes, target_psnr=config.target_psnr, seed=config.seed)
+    paths = tuple(out / "targets" / arch for arch in config.target_archs)
+    run = ProtectorRunConfig(data, paths, out / "protector", PRESET, settings, decoded=images)
+    result = run_protector_training(run, listener=Listener(show, log))
+    if not result.already_trained:
+        seconds["protector"] = time.perf_counter() - stage
+    return result.model
+
+
+def _grid(report: VerifyReport, files: Path, path: Path) -> None:
+    """`save_grid` of the first `GRID_COLUMNS` measured files."""
+    chosen = report.files[:GRID_COLUMNS]
+
+    def load(folder: str, suffix: str | None) -> torch.Tensor:
+        names = [Path(r).with_suffix(suffix) if suffix else Path(r) for r in chosen]
+        return torch.stack([read_rgb(files / folder / name) for name in names]).float() / 255
+
+    originals = load("originals", None)
+    protected = load("protected", ".png")[..., : originals.shape[-2], : originals.shape[-1]]
+    save_grid(originals, protected, load("recovered", ".png"), path)

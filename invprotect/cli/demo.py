@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 import typer
 
-from invprotect.cli.app import ThreadsOption, app
+from invprotect.cli.app import app
+from invprotect.cli.options import NoCacheOption, TargetPsnrOption, ThreadsOption
 from invprotect.cli.paths import check_output_folder
-from invprotect.cli.progress import console, fail, progress_bar
+from invprotect.cli.progress import console, fail, stages
 from invprotect.data import default_cache_dir, default_cifar10_root, download_cifar10
 from invprotect.demo import DemoConfig, run_demo
 from invprotect.files.png import write_png
 from invprotect.targets import is_arch, list_archs
 
+DEMO_OUT = Path("demo-out")
+"""Where the demo writes unless told otherwise."""
+
+_DATA_HELP = "ImageFolder with train/ and test/ (default: CIFAR-10)."
+_TARGET_HELP = (
+    "Target architecture (repeat for several; default: "
+    + ", ".join(DemoConfig.target_archs)
+    + ")."
+)
+
 
 def _export(root: Path) -> Path:
     """Download CIFAR-10 with torchvision and write it as a PNG ImageFolder under ``root``."""
+    console.print("CIFAR-10 not found locally: downloading it with torchvision")
     for split in ("train", "test"):
         image_set = download_cifar10(root / "download", train=split == "train")
         for i, (image, label) in enumerate(zip(image_set.images, image_set.labels, strict=True)):
@@ -32,20 +44,9 @@ def _export(root: Path) -> Path:
 
 @app.command("demo")
 def demo(
-    data: Annotated[
-        Path | None, typer.Option(help="ImageFolder with train/ and test/ (default: CIFAR-10).")
-    ] = None,
-    out: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = Path(
-        "demo-out"
-    ),
-    target: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Target architecture (repeat for several; default: "
-            + ", ".join(DemoConfig.target_archs)
-            + ")."
-        ),
-    ] = None,
+    data: Annotated[Path | None, typer.Option(help=_DATA_HELP)] = None,
+    out: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = DEMO_OUT,
+    target: Annotated[list[str] | None, typer.Option(help=_TARGET_HELP)] = None,
     train_images: Annotated[
         int, typer.Option(min=10, help="Training images used.")
     ] = DemoConfig.train_images,
@@ -64,12 +65,8 @@ def demo(
     test_per_class: Annotated[
         int, typer.Option(min=1, help="Test files per class.")
     ] = DemoConfig.test_per_class,
-    target_psnr: Annotated[
-        float, typer.Option(help="Wanted PSNR of protected images (dB).")
-    ] = DemoConfig.target_psnr,
-    no_cache: Annotated[
-        bool, typer.Option("--no-cache", help="Do not cache decoded images.")
-    ] = False,
+    target_psnr: TargetPsnrOption = DemoConfig.target_psnr,
+    no_cache: NoCacheOption = False,
     threads: ThreadsOption = None,
 ) -> None:
     """Train two targets and a protector, protect and recover test images, print the figures.
@@ -81,39 +78,22 @@ def demo(
     unknown = [name for name in target or () if not is_arch(name)]
     if unknown:
         raise fail(f"unknown --target {', '.join(unknown)}; choose from {', '.join(list_archs())}")
-    if data is None:
-        data = default_cifar10_root()
-        if data is None:
-            console.print("CIFAR-10 not found locally: downloading it with torchvision")
-            data = _export(out / "cifar10")
+    data = data or default_cifar10_root() or _export(out / "cifar10")
     config = DemoConfig(
-        target_archs=tuple(target) if target else DemoConfig.target_archs,
+        tuple(target) if target else DemoConfig.target_archs,
         train_images=train_images,
         target_epochs=target_epochs,
         protector_steps=steps,
         protector_lr=lr,
         batch_size=batch_size,
-        test_per_class=test_per_class,
         target_psnr=target_psnr,
+        test_per_class=test_per_class,
     )
     console.print(f"demo on {data} with {torch.get_num_threads()} CPU threads, into {out}")
-    with progress_bar() as bar:
-        tasks: dict[str, Any] = {}
-
-        def show(stage: str, done: int, total: int, status: str) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total, status=status)
-            bar.update(tasks[stage], completed=done, total=total, status=status)
-
+    with stages() as shown:
         try:
-            report = run_demo(
-                data,
-                out,
-                config,
-                log=lambda message: bar.console.print(message),
-                progress=show,
-                cache_dir=None if no_cache else default_cache_dir(),
-            )
+            cache = None if no_cache else default_cache_dir()
+            report = run_demo(data, out, config, shown.log, shown.show, cache)
         except ValueError as error:
             raise fail(str(error)) from None
     console.print(f"grid of original / protected / difference x10 / recovered: {out / 'grid.png'}")

@@ -1,13 +1,20 @@
-"""Progress for the command line: a rich bar on a terminal, plain lines in a log file or pipe."""
+"""Progress for the command line: a rich bar on a terminal, plain lines in a log file or pipe.
+
+`stages` shows a library run's progress (``progress(stage, done, total, status)``, one
+task per stage) and its news lines; `training_processes` joins torchrun's process
+group for a training command, with only rank 0 printing.
+"""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
+import torch
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -19,6 +26,10 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+from invprotect import distributed
+from invprotect.device import pick_device
+from invprotect.training.data import Listener
 
 console = Console(stderr=True, soft_wrap=True)
 """Where progress and status go (stderr), keeping stdout for results."""
@@ -58,6 +69,64 @@ def progress_bar(plain: bool | None = None) -> Progress | PlainProgress:
         TextColumn("{task.fields[status]}"),
         console=console,
     )
+
+
+class Stages:
+    """A progress display whose tasks are a run's stages, made by `stages`.
+
+    `show` is the ``progress(stage, done, total, status)`` callback of the library runs
+    (`invprotect.training.data.Progress`): a stage's first call adds its task. `log`
+    prints a line of news above the display.
+    """
+
+    def __init__(self, bar: Progress | PlainProgress) -> None:
+        self.bar = bar
+        self._tasks: dict[str, Any] = {}
+
+    def show(self, stage: str, done: int, total: int | None = None, status: str = "") -> None:
+        """Show that ``done`` of ``total`` units of ``stage`` are done."""
+        if stage not in self._tasks:
+            self._tasks[stage] = self.bar.add_task(stage, total=total, status=status)
+        self.bar.update(self._tasks[stage], completed=done, total=total, status=status)
+
+    def log(self, message: str) -> None:
+        """Print ``message`` as it is (no markup), above the display."""
+        self.bar.console.print(message, markup=False, highlight=False)
+
+    @property
+    def listener(self) -> Listener:
+        """`show` and `log` as the `invprotect.training.data.Listener` of a training run."""
+        return Listener(self.show, self.log)
+
+
+@contextmanager
+def stages(plain: bool | None = None) -> Iterator[Stages]:
+    """A `progress_bar` (``plain`` as there) whose tasks are named stages: see `Stages`."""
+    with progress_bar(plain) as bar:
+        yield Stages(bar)
+
+
+@contextmanager
+def training_processes(device: str) -> Iterator[torch.device]:
+    """Join torchrun's process group for a training command; yields this rank's device.
+
+    See `invprotect.distributed.process_group` (without torchrun: one process, the
+    device of ``--device``). While the block runs, ranks other than 0 print nothing
+    (rank 0 shows progress for all); a crash report after it is printed by every rank.
+
+    Raises:
+        typer.Exit: With code 2 if there are more processes than GPUs.
+    """
+    with ExitStack() as stack:
+        try:
+            chosen = stack.enter_context(distributed.process_group(pick_device(device)))
+        except ValueError as error:  # more processes than GPUs
+            raise fail(str(error)) from None
+        console.quiet = not distributed.is_main()
+        try:
+            yield chosen
+        finally:
+            console.quiet = False
 
 
 @dataclass

@@ -1,4 +1,9 @@
-"""``invprotect train``, ``protect`` and ``recover``: the protector's life cycle."""
+"""``invprotect train``, ``protect`` and ``recover``: the protector's life cycle.
+
+``train`` is `invprotect.training.run_protector_training`; ``protect`` and ``recover``
+walk a folder with `invprotect.files.protect.protect_tree` and
+`invprotect.files.recover.recover_tree`.
+"""
 
 from __future__ import annotations
 
@@ -7,60 +12,47 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 from rich.markup import escape
 
-from invprotect import distributed
-from invprotect._registry import UnknownNameError, UnknownPresetError
-from invprotect.attacks import AttackLayer
-from invprotect.checkpoint import CONFIG_FILE, CheckpointError
-from invprotect.cli.app import DeviceOption, ThreadsOption, app
+from invprotect._registry import UnknownNameError
+from invprotect.checkpoint import CheckpointError
+from invprotect.cli.app import app
+from invprotect.cli.options import (
+    DeviceOption,
+    FileBatchOption,
+    ProtectorOption,
+    StepBatchOption,
+    TargetPsnrOption,
+    TargetsOption,
+    ThreadsOption,
+    load_protector_option,
+)
 from invprotect.cli.paths import check_output_folder
-from invprotect.cli.progress import console, fail, progress_bar
+from invprotect.cli.progress import console, fail, progress_bar, stages, training_processes
 from invprotect.cli.shards import ShardOption, resolve_shard
-from invprotect.cli.targets import load_split, training_processes
 from invprotect.data import default_cache_dir
 from invprotect.device import pick_device
 from invprotect.files.manifest import MANIFEST, manifest_part, read_manifest
 from invprotect.files.protect import protect_tree
 from invprotect.files.recover import recover_tree
 from invprotect.files.tree import TreeReport, collect_jobs
-from invprotect.models import RAEG, RAEG_PRESETS
-from invprotect.models.protector import Protector
-from invprotect.protectors import load_protector
+from invprotect.models import RAEG_PRESETS
 from invprotect.sharding import Shard, worker_device
-from invprotect.targets import Classifier, Ensemble
-from invprotect.training.protector import (
-    ProtectorEvent,
-    ProtectorTrainingConfig,
-    held_psnr,
-    perceptual_loss,
-    train_protector,
+from invprotect.training import ProtectorRunConfig, run_protector_training
+from invprotect.training.protector import ProtectorTrainingConfig
+
+SUMMARY_KEYS = ("train_psnr", "final_fooling_rate")
+"""The figures of the key's metadata that ``train``'s JSON line repeats."""
+
+_PERCEPTUAL_HELP = (
+    "Perceptual loss: 'ssim', or a classifier checkpoint whose first convolutions' "
+    "activations are compared."
 )
-
-STATE_DIR = "train-state"
-"""Sub-directory of ``--out`` holding the training state (for resuming)."""
-
-
-PROTECTOR_HELP = (
-    "Protector: a checkpoint (the key), or a baseline: rae-igsm, rae-cw, rit-igsm, "
-    "or a saved RAE/RIT."
+_ATTACKS_HELP = (
+    "Attack mix of training as 'name=weight,...' (default: no attack, noise, blur, median "
+    "filter, resize, crop and JPEG equally)."
 )
-TARGETS_HELP = "Classifier checkpoints a baseline attacks to protect (repeat the option)."
-
-
-def load_protector_option(
-    spec: str, device: str, targets: list[Path] | None, protecting: bool
-) -> Protector:
-    """The protector of ``--protector``; a baseline must have ``--targets`` to protect."""
-    try:
-        protector = load_protector(spec, pick_device(device), targets or [])
-    except (CheckpointError, ValueError) as error:
-        raise fail(f"cannot load the protector {spec}: {error}") from None
-    if protecting and not protector.can_protect:
-        raise fail(f"{spec} protects by attacking classifiers: pass them with --targets")
-    return protector
 
 
 @app.command("train")
@@ -69,28 +61,14 @@ def train(
     targets: Annotated[list[Path], typer.Option(help="Target classifier checkpoints.")],
     out: Annotated[Path, typer.Option(help="Protector checkpoint directory to write (the key).")],
     preset: Annotated[str, typer.Option(help=f"One of {', '.join(RAEG_PRESETS)}.")] = "cpu-32",
-    target_psnr: Annotated[
-        float, typer.Option(help="Wanted PSNR of protected images (dB).")
-    ] = 30.0,
+    target_psnr: TargetPsnrOption = 30.0,
     steps: Annotated[int, typer.Option(min=1, help="Generator updates.")] = 2000,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per step.")] = 32,
+    batch_size: StepBatchOption = 32,
     lr: Annotated[
         float, typer.Option(help="Starting Adam learning rate (cosine decay).")
     ] = ProtectorTrainingConfig.lr,
-    perceptual: Annotated[
-        str,
-        typer.Option(
-            help="Perceptual loss: 'ssim', or a classifier checkpoint whose first "
-            "convolutions' activations are compared."
-        ),
-    ] = "ssim",
-    attacks: Annotated[
-        str | None,
-        typer.Option(
-            help="Attack mix of training as 'name=weight,...' (default: no attack, noise, "
-            "blur, median filter, resize, crop and JPEG equally)."
-        ),
-    ] = None,
+    perceptual: Annotated[str, typer.Option(help=_PERCEPTUAL_HELP)] = "ssim",
+    attacks: Annotated[str | None, typer.Option(help=_ATTACKS_HELP)] = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, batches and attacks.")] = 0,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
@@ -101,83 +79,27 @@ def train(
     batch of BATCH_SIZE images (see docs/scaling.md); rank 0 writes the key.
     """
     try:
-        RAEG_PRESETS[preset]
-    except UnknownPresetError as error:
+        mix = _parse_attacks(attacks)
+        settings = ProtectorTrainingConfig(
+            *(steps, batch_size, lr), target_psnr=target_psnr, perceptual=perceptual,
+            attacks=mix, seed=seed,
+        )
+        config = ProtectorRunConfig(
+            data, tuple(targets), out, preset, settings, cache_dir=default_cache_dir()
+        )
+    except ValueError as error:
         raise fail(str(error)) from None
-    if (out / CONFIG_FILE).is_file():
-        console.print(f"{out} already holds a trained protector; delete it to train again")
-        raise typer.Exit(0)
     check_output_folder(out, "--out")
-    with training_processes(device) as target_device:
+    with training_processes(device) as target_device, stages() as shown:
         try:
-            members = [Classifier.load(path, target_device) for path in targets]
-            ensemble = Ensemble(members)
-            config = ProtectorTrainingConfig(
-                steps=steps,
-                batch_size=batch_size,
-                lr=lr,
-                target_psnr=target_psnr,
-                perceptual=perceptual,
-                attacks=_parse_attacks(attacks),
-                seed=seed,
-            )
-            AttackLayer(config.attacks)  # refuse unknown attacks before decoding the data
-            perceptual_loss(perceptual, target_device)  # ... and an unusable perceptual network
-            distributed.share(batch_size)  # ... and a batch too small for the processes
-            size = RAEG_PRESETS[preset].image_size
-            with distributed.main_first():  # rank 0 fills the decoding cache first
-                train_set, _ = load_split(data, size, default_cache_dir(), "decoding")
+            result = run_protector_training(config, target_device, shown.listener)
         except (UnknownNameError, CheckpointError, ValueError) as error:
             raise fail(str(error)) from None
-        if train_set.classes != members[0].classes:
-            raise fail(
-                f"the targets know classes {members[0].classes}, the data {train_set.classes}"
-            )
-        torch.manual_seed(seed)
-        raeg = RAEG.from_preset(preset).to(target_device)
-        with progress_bar() as bar:
-            task = bar.add_task("protector", total=steps, status="")
-
-            def show(event: ProtectorEvent) -> None:
-                status = (
-                    f"loss {event.loss:.4f} PSNR {event.smoothed_psnr:.1f} dB "
-                    f"fooled {event.fooling_rate:.2f} "
-                    f"(attacked {event.attacked_fooling_rate:.2f}) "
-                    f"recovered acc {event.recovered_accuracy:.2f}"
-                )
-                bar.update(task, completed=event.step, status=status)
-
-            try:
-                events = train_protector(raeg, ensemble, train_set, config, out / STATE_DIR, show)
-            except ValueError as error:
-                raise fail(str(error)) from None
-        processes = distributed.world_size()
-        if not distributed.is_main():
-            return
-    last = events[-50:]
-    raeg.metadata = {
-        "data": str(data.resolve()),
-        "targets": [str(p.resolve()) for p in targets],
-        "classes": train_set.classes,
-        "training": {
-            "steps": steps,
-            "batch_size": batch_size,
-            "lr": lr,
-            "seed": seed,
-            "processes": processes,
-        },
-        "attacks": config.attacks,
-        "perceptual": perceptual,
-        "target_psnr": target_psnr,
-        "train_psnr": held_psnr(raeg, train_set, seed=seed),
-        "final_fooling_rate": sum(e.fooling_rate for e in last) / len(last) if last else None,
-    }
-    raeg.save(out)
-    typer.echo(
-        json.dumps(
-            {"out": str(out), **{k: raeg.metadata[k] for k in ("train_psnr", "final_fooling_rate")}}
-        )
-    )
+    if result.already_trained:
+        console.print(f"{out} already holds a trained protector; delete it to train again")
+    elif result.saved:
+        figures = {key: result.model.metadata[key] for key in SUMMARY_KEYS}
+        typer.echo(json.dumps({"out": str(out), **figures}))
 
 
 def _parse_attacks(text: str | None) -> dict[str, float] | None:
@@ -238,6 +160,56 @@ def _means(
     return means
 
 
+def _print_files(report: TreeReport) -> None:
+    """One line per file that failed, was altered, approximate, mismatched or skipped."""
+    for relative, reason in report.failed:
+        console.print(f"[yellow]failed[/] {escape(relative)}: {escape(str(reason))}")
+    for relative in report.altered:
+        console.print(f"[yellow]altered[/] {escape(relative)}: recovered approximately")
+    for relative in report.approximate:
+        console.print(
+            f"[yellow]approximate[/] {escape(relative)}: this protector cannot restore it exactly"
+        )
+    for relative in report.mismatched:
+        console.print(f"[red]mismatch[/] {escape(relative)}: not the recorded original")
+    for relative, reason in report.skipped_files:
+        console.print(f"[yellow]skipped[/] {escape(relative)}: {escape(str(reason))}")
+    for message in report.warnings:
+        console.print(f"[yellow]warning[/] {escape(message)}")
+
+
+def _summary(report: TreeReport, shard: Shard | None) -> dict[str, int | float | str | None]:
+    """The counts of the JSON line a folder command ends with."""
+    summary: dict[str, int | float | str | None] = {
+        "written": report.written,
+        "skipped": report.skipped,
+        "failed": len(report.failed),
+        "altered": len(report.altered),
+        "approximate": len(report.approximate),
+        "mismatched": len(report.mismatched),
+        "skipped_files": len(report.skipped_files),
+        "warnings": len(report.warnings),
+    }
+    if shard is not None:
+        summary["shard"] = str(shard)
+    return summary
+
+
+def _print_quality(
+    report: TreeReport, means: dict[str, float | None], summary: dict[str, int | float | str | None]
+) -> None:
+    """Print ``protect``'s line of quality; add the mean PSNR and SSIM to ``summary``."""
+    quality = ""
+    for key, name, unit, digits in (("psnr", "PSNR", " dB", 2), ("ssim", "SSIM", "", 3)):
+        value = means[key]
+        summary[f"mean_{key}"] = None if value is None else round(value, digits + 1)
+        quality += "" if value is None else f", mean {name} {value:.{digits}f}{unit}"
+    console.print(
+        f"protected {report.written} files{quality} (protected vs original); "
+        f"{report.skipped} already done, {len(report.failed)} failed"
+    )
+
+
 def _run_tree(
     command: str,
     src: Path,
@@ -269,43 +241,10 @@ def _run_tree(
             report = work(src, dst, loaded, batch_size, lambda n: bar.advance(task, n), shard)
     except ValueError as error:
         raise fail(str(error)) from None
-    for relative, reason in report.failed:
-        console.print(f"[yellow]failed[/] {escape(relative)}: {escape(str(reason))}")
-    for relative in report.altered:
-        console.print(f"[yellow]altered[/] {escape(relative)}: recovered approximately")
-    for relative in report.approximate:
-        console.print(
-            f"[yellow]approximate[/] {escape(relative)}: this protector cannot restore it exactly"
-        )
-    for relative in report.mismatched:
-        console.print(f"[red]mismatch[/] {escape(relative)}: not the recorded original")
-    for relative, reason in report.skipped_files:
-        console.print(f"[yellow]skipped[/] {escape(relative)}: {escape(str(reason))}")
-    for message in report.warnings:
-        console.print(f"[yellow]warning[/] {escape(message)}")
-    summary: dict[str, int | float | str | None] = {
-        "written": report.written,
-        "skipped": report.skipped,
-        "failed": len(report.failed),
-        "altered": len(report.altered),
-        "approximate": len(report.approximate),
-        "mismatched": len(report.mismatched),
-        "skipped_files": len(report.skipped_files),
-        "warnings": len(report.warnings),
-    }
-    if shard is not None:
-        summary["shard"] = str(shard)
+    _print_files(report)
+    summary = _summary(report, shard)
     if command == "protect":
-        means = _means(manifest, before, shard)
-        quality = ""
-        for key, name, unit, digits in (("psnr", "PSNR", " dB", 2), ("ssim", "SSIM", "", 3)):
-            value = means[key]
-            summary[f"mean_{key}"] = None if value is None else round(value, digits + 1)
-            quality += "" if value is None else f", mean {name} {value:.{digits}f}{unit}"
-        console.print(
-            f"protected {report.written} files{quality} (protected vs original); "
-            f"{report.skipped} already done, {len(report.failed)} failed"
-        )
+        _print_quality(report, _means(manifest, before, shard), summary)
     typer.echo(json.dumps(summary))
     if not report.ok:
         raise typer.Exit(1)
@@ -320,9 +259,9 @@ def protect(
     dst: Annotated[
         Path, typer.Argument(metavar="DST", help="Output folder (PNG, relative paths kept).")
     ],
-    protector: Annotated[str, typer.Option(metavar="PATH|NAME", help=PROTECTOR_HELP)],
-    targets: Annotated[list[Path] | None, typer.Option(metavar="PATH", help=TARGETS_HELP)] = None,
-    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Images per batch.")] = 64,
+    protector: ProtectorOption,
+    targets: TargetsOption = None,
+    batch_size: FileBatchOption = 64,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
     shard: ShardOption = None,
@@ -345,9 +284,9 @@ def recover(
     dst: Annotated[
         Path, typer.Argument(metavar="DST", help="Output folder for the recovered originals.")
     ],
-    protector: Annotated[str, typer.Option(metavar="PATH|NAME", help=PROTECTOR_HELP)],
-    targets: Annotated[list[Path] | None, typer.Option(metavar="PATH", help=TARGETS_HELP)] = None,
-    batch_size: Annotated[int, typer.Option(min=1, metavar="N", help="Images per batch.")] = 64,
+    protector: ProtectorOption,
+    targets: TargetsOption = None,
+    batch_size: FileBatchOption = 64,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
     shard: ShardOption = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -12,13 +12,20 @@ from rich.markup import escape
 from rich.table import Table
 
 from invprotect.checkpoint import CheckpointError
-from invprotect.cli.app import DeviceOption, ThreadsOption, app
+from invprotect.cli.app import app
+from invprotect.cli.options import (
+    PROTECTOR_HELP,
+    DeviceOption,
+    ThreadsOption,
+    load_protector_option,
+)
 from invprotect.cli.paths import check_output_folder
-from invprotect.cli.progress import console, fail, progress_bar
-from invprotect.cli.protector import PROTECTOR_HELP, load_protector_option
+from invprotect.cli.progress import console, fail, stages
 from invprotect.device import pick_device
 from invprotect.evaluation import (
     VerifyConfig,
+    VerifyReport,
+    remove_earlier_files,
     sample_images,
     split_defence_specs,
     verify,
@@ -26,6 +33,9 @@ from invprotect.evaluation import (
 )
 from invprotect.files.tree import paths_overlap
 from invprotect.targets import Classifier
+
+SUMMARY_KEYS = ("images", "A_ori", "A_prt", "A_rev", "P_prt", "P_rev", "exact_rate")
+"""The figures of ``report.json`` that the command's JSON line repeats."""
 
 
 def _load_models(paths: list[Path], taken: set[str], device: str) -> dict[str, Classifier]:
@@ -44,29 +54,54 @@ def _load_models(paths: list[Path], taken: set[str], device: str) -> dict[str, C
     return models
 
 
-def _summary(report: dict) -> Table:
-    table = Table(title=f"verify: {report['images']} images")
+def _summary(report: VerifyReport) -> Table:
+    table = Table(title=f"verify: {report.images} images")
     table.add_column("model")
     table.add_column("defence")
     table.add_column("clean %", justify="right")
     table.add_column("protected %", justify="right")
-    names = [*report["targets"], *report["unseen"]]
-    for name in names:
-        role = "target" if name in report["targets"] else "unseen"
+    for name in report.models:
+        role = "target" if name in report.targets else "unseen"
         table.add_row(
             f"{name} ({role})",
             "none",
-            f"{100 * report['A_ori'][name]:.1f}",
-            f"{100 * report['A_prt'][name]:.1f}",
+            f"{100 * report.accuracy_original[name]:.1f}",
+            f"{100 * report.accuracy_protected[name]:.1f}",
         )
-        for spec, result in report["defences"].items():
+        for spec, result in report.defences.items():
             table.add_row(
-                "",
-                spec,
-                f"{100 * result['clean'][name]:.1f}",
-                f"{100 * result['protected'][name]:.1f}",
+                "", spec, f"{100 * result.clean[name]:.1f}", f"{100 * result.protected[name]:.1f}"
             )
     return table
+
+
+def _print_report(report: VerifyReport, html: Path) -> None:
+    for relative, reason in report.failed:
+        console.print(f"[yellow]refused[/] {escape(relative)}: {escape(str(reason))}")
+    if report.exact_rate < 1.0:
+        console.print(f"[red]exact recovery {100 * report.exact_rate:.1f}%[/] of the images")
+    console.print(_summary(report))
+    console.print(
+        f"PSNR protected {report.psnr_protected:.2f} dB, recovered "
+        f"{report.psnr_recovered:.2f} dB; report: {html}"
+    )
+
+
+def _checked_config(
+    data: Path, out: Path, defences: str, comdefend: Path | None, overwrite: bool, **sizes: int
+) -> VerifyConfig:
+    """The settings, with OUT checked against DATA and an earlier run's files removed."""
+    try:
+        config = VerifyConfig(defences=split_defence_specs(defences, comdefend), **sizes)
+        if paths_overlap(data.resolve(), out.resolve()):
+            raise ValueError(
+                f"--out {out} must not be --data {data}, nor lie inside it (or contain it)"
+            )
+        if overwrite:
+            remove_earlier_files(out)
+    except ValueError as error:
+        raise fail(str(error)) from None
+    return config
 
 
 @app.command("verify")
@@ -116,48 +151,16 @@ def verify_command(
     check_output_folder(out, "--out")
     loaded = load_protector_option(protector, device, targets, protecting=True)
     taken: set[str] = set()
-    target_models = _load_models(targets, taken, device)
-    unseen_models = _load_models(unseen or [], taken, device)
-    try:
-        specs = split_defence_specs(defences, comdefend)
-        config = VerifyConfig(
-            limit=limit, batch_size=batch_size, defences=specs, dip_limit=dip_limit, seed=seed
-        )
-    except ValueError as error:
-        raise fail(str(error)) from None
-    if paths_overlap(data.resolve(), out.resolve()):
-        raise fail(f"--out {out} must not be --data {data}, nor lie inside it (or contain it)")
-    files = out / "files"
-    if overwrite and files.is_dir():
-        ours = {"originals", "protected", "recovered"}
-        if not {path.name for path in files.iterdir()} <= ours:
-            raise fail(f"{files} holds more than an earlier verify run wrote; delete it yourself")
-        shutil.rmtree(files)
-    with progress_bar() as bar:
-        tasks: dict[str, int] = {}
-
-        def show(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = bar.add_task(stage, total=total, status="")
-            bar.update(tasks[stage], completed=done, total=total)
-
+    models = _load_models(targets, taken, device), _load_models(unseen or [], taken, device)
+    sizes = {"limit": limit, "batch_size": batch_size, "dip_limit": dip_limit, "seed": seed}
+    config = _checked_config(data, out, defences, comdefend, overwrite, **sizes)
+    with stages() as shown:
         try:
-            report = verify(data, loaded, target_models, unseen_models, out, config, show)
+            report = verify(data, loaded, *models, out, config, shown.show)
         except (CheckpointError, ValueError) as error:
             raise fail(str(error)) from None
-    report["protector"]["spec"] = protector
+    report = replace(report, protector={**report.protector, "spec": protector})
     paths = write_report(report, sample_images(report, out, loaded), out)
-    for relative, reason in report["failed"]:
-        console.print(f"[yellow]refused[/] {escape(relative)}: {escape(str(reason))}")
-    if report["exact_rate"] < 1.0:
-        console.print(f"[red]exact recovery {100 * report['exact_rate']:.1f}%[/] of the images")
-    console.print(_summary(report))
-    console.print(
-        f"PSNR protected {report['P_prt']:.2f} dB, recovered {report['P_rev']:.2f} dB; "
-        f"report: {paths['html']}"
-    )
-    summary = {
-        key: report[key]
-        for key in ("images", "A_ori", "A_prt", "A_rev", "P_prt", "P_rev", "exact_rate")
-    }
-    typer.echo(json.dumps({**summary, "out": str(out)}))
+    _print_report(report, paths["html"])
+    figures = report.to_dict()
+    typer.echo(json.dumps({**{key: figures[key] for key in SUMMARY_KEYS}, "out": str(out)}))

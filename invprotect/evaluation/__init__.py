@@ -1,4 +1,4 @@
-"""Verification of a protector: `verify` measures, `write_report` writes the report files."""
+"""Verification of a protector: `verify` measures (a `VerifyReport`), `write_report` writes it."""
 
 from invprotect.evaluation.report import image_grid, write_report
 from invprotect.evaluation.verify import (
@@ -7,18 +7,23 @@ from invprotect.evaluation.verify import (
     VerifyConfig,
     choose_files,
     default_defences,
+    remove_earlier_files,
     sample_images,
     split_defence_specs,
     verify,
 )
+from invprotect.evaluation.verify_report import DefenceResult, VerifyReport
 
 __all__ = [
     "DEFAULT_DEFENCE_SPECS",
     "SLOW_DEFENCES",
+    "DefenceResult",
     "VerifyConfig",
+    "VerifyReport",
     "choose_files",
     "default_defences",
     "image_grid",
+    "remove_earlier_files",
     "sample_images",
     "split_defence_specs",
     "verify",

@@ -24,6 +24,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from invprotect.evaluation.verify_report import VerifyReport
 from invprotect.files.atomic import atomic_write_bytes
 from invprotect.pictures import DIFFERENCE_GAIN, amplified_difference, image_grid
 
@@ -49,20 +50,30 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _models(report: dict) -> list[tuple[str, str]]:
+def _models(report: VerifyReport) -> list[tuple[str, str]]:
     """``(name, role)`` of every measured model, targets first."""
-    return [(name, "target") for name in report["targets"]] + [
-        (name, "unseen") for name in report["unseen"]
+    return [(name, "target") for name in report.targets] + [
+        (name, "unseen") for name in report.unseen
     ]
 
 
-def _tables(report: dict) -> list[_Table]:
+def _accuracies(report: VerifyReport) -> dict[str, dict[str, float]]:
+    """``A_ori``, ``A_prt`` and ``A_rev`` by their suffix."""
+    return {
+        "ori": report.accuracy_original,
+        "prt": report.accuracy_protected,
+        "rev": report.accuracy_recovered,
+    }
+
+
+def _tables(report: VerifyReport) -> list[_Table]:
     models = _models(report)
+    accuracies = _accuracies(report)
     accuracy = (
         "Accuracy (%)",
         ["model", "role", "A_ori", "A_prt", "A_rev"],
         [
-            [name, role, *(_percent(report[f"A_{s}"][name]) for s in ("ori", "prt", "rev"))]
+            [name, role, *(_percent(accuracies[s][name]) for s in ("ori", "prt", "rev"))]
             for name, role in models
         ],
     )
@@ -71,12 +82,12 @@ def _tables(report: dict) -> list[_Table]:
         ["images", "P_prt (dB)", "P_rev (dB)", "S_prt", "S_rev", "exact recovery (%)"],
         [
             [
-                str(report["images"]),
-                _number(report["P_prt"]),
-                _number(report["P_rev"]),
-                _number(report["S_prt"], 4),
-                _number(report["S_rev"], 4),
-                _percent(report["exact_rate"]),
+                str(report.images),
+                _number(report.psnr_protected),
+                _number(report.psnr_recovered),
+                _number(report.ssim_protected, 4),
+                _number(report.ssim_recovered, 4),
+                _percent(report.exact_rate),
             ]
         ],
     )
@@ -87,31 +98,31 @@ def _tables(report: dict) -> list[_Table]:
     rows = [
         [
             "none",
-            str(report["images"]),
-            *(_percent(report[f"A_{s}"][n]) for n, _ in models for s in ("ori", "prt")),
-            _number(report["P_rev"]),
+            str(report.images),
+            *(_percent(accuracies[s][n]) for n, _ in models for s in ("ori", "prt")),
+            _number(report.psnr_recovered),
         ]
     ]
-    for spec, result in report["defences"].items():
-        cells = [spec, str(result["images"])]
+    for spec, result in report.defences.items():
+        cells = [spec, str(result.images)]
         for name, _ in models:
-            cells += [_percent(result["clean"][name]), _percent(result["protected"][name])]
-        rows.append([*cells, _number(result["recovered_psnr"])])
+            cells += [_percent(result.clean[name]), _percent(result.protected[name])]
+        rows.append([*cells, _number(result.recovered_psnr)])
     defences = ("Accuracy under defences (%): clean beside protected", headers, rows)
     return [accuracy, quality, defences]
 
 
-def _facts(report: dict) -> list[tuple[str, str]]:
-    protector = report.get("protector", {})
+def _facts(report: VerifyReport) -> list[tuple[str, str]]:
+    protector = report.protector
     facts = [
-        ("data", str(report.get("data", "n/a"))),
+        ("data", report.data or "n/a"),
         ("protector", str(protector.get("kind", "n/a"))),
         ("protector SHA-256", str(protector.get("sha256", "n/a"))),
-        ("images", str(report["images"])),
-        ("wall time", f"{report.get('wall_seconds', 0.0):.0f} s"),
+        ("images", str(report.images)),
+        ("wall time", f"{report.wall_seconds:.0f} s"),
     ]
-    if report.get("failed"):
-        facts.append(("refused by the pipeline", str(len(report["failed"]))))
+    if report.failed:
+        facts.append(("refused by the pipeline", str(len(report.failed))))
     return facts
 
 
@@ -122,7 +133,7 @@ def _markdown_table(headers: list[str], rows: list[list[str]]) -> list[str]:
     return [line(headers), line(["---"] * len(headers)), *(line(row) for row in rows)]
 
 
-def _markdown(report: dict, tables: list[_Table], grid_caption: str) -> str:
+def _markdown(report: VerifyReport, tables: list[_Table], grid_caption: str) -> str:
     lines = ["# invprotect verify report", ""]
     lines += [f"- {name}: {value}" for name, value in _facts(report)]
     for title, headers, rows in tables:
@@ -136,7 +147,9 @@ def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def _html(report: dict, tables: list[_Table], grid_caption: str, pictures: dict[str, bytes]) -> str:
+def _html(
+    report: VerifyReport, tables: list[_Table], grid_caption: str, pictures: dict[str, bytes]
+) -> str:
     escape = html.escape
     parts = [
         "<!DOCTYPE html>",
@@ -168,17 +181,17 @@ def _html(report: dict, tables: list[_Table], grid_caption: str, pictures: dict[
     return "\n".join(parts)
 
 
-def _accuracy_chart(report: dict) -> bytes:
+def _accuracy_chart(report: VerifyReport) -> bytes:
     """Bars of clean and protected accuracy per defence, one panel per model, as PNG."""
     models = _models(report)
-    groups = ["none", *report["defences"]]
+    groups = ["none", *report.defences]
     figure = Figure(figsize=(max(6.0, 1.1 * len(groups) + 1.5), 2.8 * len(models)), dpi=100)
     axes = figure.subplots(len(models), 1, squeeze=False)[:, 0]
     positions = np.arange(len(groups))
     for axis, (name, role) in zip(axes, models, strict=True):
-        clean = [report["A_ori"][name]] + [d["clean"][name] for d in report["defences"].values()]
-        protected = [report["A_prt"][name]]
-        protected += [d["protected"][name] for d in report["defences"].values()]
+        results = report.defences.values()
+        clean = [report.accuracy_original[name]] + [d.clean[name] for d in results]
+        protected = [report.accuracy_protected[name]] + [d.protected[name] for d in results]
         axis.bar(positions - 0.2, [100 * v for v in clean], 0.4, label="clean", color="#9ab")
         axis.bar(
             positions + 0.2, [100 * v for v in protected], 0.4, label="protected", color="#c43"
@@ -194,11 +207,14 @@ def _accuracy_chart(report: dict) -> bytes:
     return buffer.getvalue()
 
 
-def write_report(report: dict, images: dict[str, Tensor], out: Path) -> dict[str, Path]:
+def write_report(
+    report: VerifyReport, images: dict[str, Tensor], out: Path
+) -> dict[str, Path]:
     """Write ``report.json``, ``report.md``, ``report.html``, ``grid.png`` and ``accuracy.png``.
 
     Args:
-        report: What `invprotect.evaluation.verify.verify` returned.
+        report: What `invprotect.evaluation.verify.verify` returned (``report.json`` is
+            its `VerifyReport.to_dict`).
         images: Rows of the picture grid by label, in order, float ``(N, 3, H, W)`` in
             ``[0, 1]`` of one shape (`invprotect.evaluation.verify.sample_images`); a
             row of the difference amplified 10x around gray follows ``"protected"``
@@ -225,7 +241,7 @@ def write_report(report: dict, images: dict[str, Tensor], out: Path) -> dict[str
         "accuracy": out / "accuracy.png",
     }
     contents = {
-        "json": (json.dumps(report, indent=2) + "\n").encode(),
+        "json": (json.dumps(report.to_dict(), indent=2) + "\n").encode(),
         "markdown": _markdown(report, tables, caption).encode(),
         "html": _html(report, tables, caption, pictures).encode(),
         "grid": pictures["grid"],

@@ -44,6 +44,7 @@ from invprotect.defences import (
     sample_generators,
     to_8bit_grid,
 )
+from invprotect.evaluation.verify_report import DefenceResult, VerifyReport
 from invprotect.files.images import open_image, pixel_digest, read_rgb
 from invprotect.files.protect import protect_tree
 from invprotect.files.recover import recover_tree
@@ -161,6 +162,25 @@ class VerifyConfig:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.dip_limit < 0:
             raise ValueError(f"dip_limit must be 0 or more, got {self.dip_limit}")
+
+
+VERIFY_FOLDERS = ("originals", "protected", "recovered")
+"""The folders `verify` writes under ``OUT/files``."""
+
+
+def remove_earlier_files(out: Path) -> None:
+    """Delete the files an earlier `verify` into ``out`` left under ``OUT/files``.
+
+    Raises:
+        ValueError: If ``OUT/files`` holds anything but `VERIFY_FOLDERS` (then it is not
+            only an earlier run's, and is left alone).
+    """
+    files = Path(out) / "files"
+    if not files.is_dir():
+        return
+    if not {path.name for path in files.iterdir()} <= set(VERIFY_FOLDERS):
+        raise ValueError(f"{files} holds more than an earlier verify run wrote; delete it yourself")
+    shutil.rmtree(files)
 
 
 def choose_files(
@@ -306,7 +326,7 @@ def verify(
     out: Path,
     config: VerifyConfig | None = None,
     progress: Progress | None = None,
-) -> dict:
+) -> VerifyReport:
     """Protect and recover test files of ``data`` with the real pipeline and measure everything.
 
     Args:
@@ -322,14 +342,9 @@ def verify(
         progress: Called as ``progress(stage, done, total)`` while the work goes on.
 
     Returns:
-        The report (JSON-serialisable): ``images``, ``A_ori``, ``A_prt``, ``A_rev``
-        (``{model: accuracy}``), ``P_prt``, ``P_rev``, ``S_prt``, ``S_rev``,
-        ``exact_rate``, ``defences`` (``{spec: {"images", "protected": {model: acc},
-        "clean": {model: acc}, "recovered_psnr"}}``; a slow defence is left out when
-        ``dip_limit`` is 0), ``data``, ``targets`` and ``unseen`` (model names), ``classes``,
-        ``files`` (relative paths, in measuring order), ``failed`` (``[relative path,
-        reason]`` of files the pipeline refused), ``protector`` (its SHA-256 and
-        `invprotect.models.protector.Protector.describe`), ``config`` and ``wall_seconds``.
+        The figures and facts (`VerifyReport`; its ``to_dict`` is the JSON of
+        ``report.json``, with the keys ``A_ori``, ``P_prt``, ``exact_rate``, ...). A slow
+        defence is left out of ``defences`` when ``dip_limit`` is 0.
 
     Raises:
         ValueError: For a bad data folder, classes of a model that differ from the
@@ -405,35 +420,35 @@ def verify(
         done += len(batch)
         report_progress("measure", done, count)
 
-    report: dict = {"images": count}
-    for name in sets:
-        report[f"A_{name}"] = run.accuracy(predicted[name])
-    for name in psnrs:
-        report[f"P_{name}"] = psnrs[name].mean().item()
-        report[f"S_{name}"] = ssims[name].mean().item()
-    report["exact_rate"] = sum(exact) / count
-    report["defences"] = {}
+    defence_results = {}
     for spec, defence in defences.items():
         slow = parse_defence_spec(spec)[0] in SLOW_DEFENCES
         limit = min(count, config.dip_limit) if slow else count
         if limit:
-            report["defences"][spec] = _measure_defence(
+            defence_results[spec] = _measure_defence(
                 spec, defence, run, protected, relatives[:limit], config.seed, report_progress
             )
-    report.update(
-        {
-            "data": str(data),
-            "targets": list(targets),
-            "unseen": list(unseen),
-            "classes": list(test_index.classes),
-            "files": relatives,
-            "failed": [[relative, reason] for relative, reason in refused.items()],
-            "protector": {"sha256": protector.key_id} | protector.describe(),
-            "config": {**asdict(config), "defences": list(config.defences)},
-            "wall_seconds": time.perf_counter() - started,
-        }
+    return VerifyReport(
+        images=count,
+        accuracy_original=run.accuracy(predicted["ori"]),
+        accuracy_protected=run.accuracy(predicted["prt"]),
+        accuracy_recovered=run.accuracy(predicted["rev"]),
+        psnr_protected=psnrs["prt"].mean().item(),
+        ssim_protected=ssims["prt"].mean().item(),
+        psnr_recovered=psnrs["rev"].mean().item(),
+        ssim_recovered=ssims["rev"].mean().item(),
+        exact_rate=sum(exact) / count,
+        defences=defence_results,
+        data=str(data),
+        targets=list(targets),
+        unseen=list(unseen),
+        classes=list(test_index.classes),
+        files=relatives,
+        failed=[[relative, reason] for relative, reason in refused.items()],
+        protector={"sha256": protector.key_id} | protector.describe(),
+        config={**asdict(config), "defences": list(config.defences)},
+        wall_seconds=time.perf_counter() - started,
     )
-    return report
 
 
 def _measure_defence(
@@ -444,7 +459,7 @@ def _measure_defence(
     relatives: list[str],
     seed: int,
     progress: Progress,
-) -> dict:
+) -> DefenceResult:
     """Accuracy on defended protected and original images, and PSNR of recovery after it."""
     count = len(relatives)
     device = run.device
@@ -463,12 +478,12 @@ def _measure_defence(
         recovered_psnr[batch] = psnr(back, reference).clamp(max=PSNR_CAP).cpu()
         done += len(batch)
         progress(spec, done, count)
-    return {
-        "images": count,
-        "protected": run.accuracy(on_protected),
-        "clean": run.accuracy(on_clean),
-        "recovered_psnr": recovered_psnr.mean().item(),
-    }
+    return DefenceResult(
+        images=count,
+        protected=run.accuracy(on_protected),
+        clean=run.accuracy(on_clean),
+        recovered_psnr=recovered_psnr.mean().item(),
+    )
 
 
 def _recover_attacked(protector: Protector, attacked: Tensor) -> Tensor:
@@ -478,7 +493,7 @@ def _recover_attacked(protector: Protector, attacked: Tensor) -> Tensor:
 
 
 def sample_images(
-    report: dict, out: Path, protector: Protector, count: int = 8
+    report: VerifyReport, out: Path, protector: Protector, count: int = 8
 ) -> dict[str, Tensor]:
     """The rows of a report's picture grid, read back from ``OUT/files``.
 
@@ -498,9 +513,9 @@ def sample_images(
         (``"recovered, not attacked"`` when the report ran no defence).
     """
     files = Path(out) / "files"
-    first = read_rgb(files / "originals" / report["files"][0]).shape
+    first = read_rgb(files / "originals" / report.files[0]).shape
     chosen = []
-    for relative in report["files"]:
+    for relative in report.files:
         if len(chosen) < count and read_rgb(files / "originals" / relative).shape == first:
             chosen.append(relative)
 
@@ -509,14 +524,14 @@ def sample_images(
 
     originals = load("originals", chosen)
     protected = load("protected", [_png(r) for r in chosen])
-    specs = list(report["defences"])
+    specs = list(report.defences)
     spec = next((s for s in specs if s.replace(" ", "") == "jpeg:quality=50"), None)
     spec = spec or (specs[0] if specs else None)
     attacked = protected.to(protector.device)
     if spec is not None:
         defence = create_defence_from_spec(spec).to(protector.device).eval()
         keys = [_png(r) for r in chosen]
-        attacked = _defend(defence, attacked, keys, report["config"]["seed"])
+        attacked = _defend(defence, attacked, keys, report.seed)
     back = _recover_attacked(protector, attacked)
     return {
         "original": originals,

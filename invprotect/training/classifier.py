@@ -271,6 +271,17 @@ def _progress(tensors: dict[str, Tensor], meta: dict) -> tuple[int, list[dict[st
     return int(tensors["state.epochs_done"].item()), history
 
 
+def saved_history(state_dir: str | Path) -> list[dict[str, float]]:
+    """The per-epoch records of every epoch a training state holds (``[]`` if none).
+
+    After `train_classifier` returns, these are the records of the whole run, the epochs
+    of earlier, interrupted calls included (the call returns only its own).
+    """
+    if not (Path(state_dir) / "config.json").is_file():
+        return []
+    return _progress(*load_checkpoint(state_dir))[1]
+
+
 def _previous_history(state_dir: str | Path, epochs_done: int) -> list[dict[str, float]]:
     """The per-epoch records of the epochs an earlier, interrupted call finished."""
     if not epochs_done or not (Path(state_dir) / "config.json").is_file():

@@ -33,6 +33,6 @@ def test_demo_runs_end_to_end_at_a_tiny_size(cifar10_root: Path, tmp_path: Path)
     log = result.stderr
     assert "with 1 CPU threads" in log
     assert "decoding: 200/200 (100%)" in log
-    assert "target convnet_small: 1/1 (100%)" in log and "| epoch 1/1, loss" in log
+    assert "target convnet_small: 1/1 (100%)" in log and "| epoch 1/1 loss" in log
     assert "protector: 2/2 (100%)" in log and "fooled" in log
     assert "protecting: 10/10 (100%)" in log and "recovering: 10/10 (100%)" in log

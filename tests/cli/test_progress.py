@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
-from invprotect.cli.progress import PlainProgress, progress_bar
+from invprotect.cli.progress import PlainProgress, progress_bar, stages
 
 
 class Clock:
@@ -69,3 +70,18 @@ def test_a_resumed_task_measures_its_rate_from_its_first_update() -> None:
 def test_plain_lines_when_stderr_is_not_a_terminal() -> None:
     assert isinstance(progress_bar(), PlainProgress)  # pytest captures stderr
     assert not isinstance(progress_bar(plain=False), PlainProgress)
+
+
+def test_stages_give_each_stage_a_task_and_print_news_as_it_is(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with stages(plain=True) as shown:
+        shown.show("decoding", 5, 10)
+        shown.listener.progress("training", 1, 4, "loss 0.5")
+        shown.listener.log("skipped [red]x.png[/]: no image")
+        shown.show("decoding", 10, 10)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].startswith("decoding: 5/10 (50%)")
+    assert lines[1].startswith("training: 1/4 (25%)") and lines[1].endswith("| loss 0.5")
+    assert lines[2] == "skipped [red]x.png[/]: no image"  # no markup: printed as it is
+    assert lines[3].startswith("decoding: 10/10 (100%)")

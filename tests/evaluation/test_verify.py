@@ -20,6 +20,7 @@ from invprotect.defences import create_defence_from_spec, sample_generators
 from invprotect.evaluation import (
     DEFAULT_DEFENCE_SPECS,
     VerifyConfig,
+    VerifyReport,
     choose_files,
     default_defences,
     image_grid,
@@ -32,6 +33,11 @@ from invprotect.targets import Classifier
 from tests.contracts import train_away_from_identity
 
 CLASSES = ["airplane", "cat", "ship"]
+REPORT_KEYS = (
+    *("images", "A_ori", "A_prt", "A_rev", "P_prt", "S_prt", "P_rev", "S_rev", "exact_rate"),
+    *("defences", "data", "targets", "unseen", "classes", "files", "failed", "protector"),
+    *("config", "wall_seconds"),
+)
 runner = CliRunner()
 
 
@@ -99,6 +105,9 @@ def _classify(path: Path, images: torch.Tensor) -> torch.Tensor:
 def test_cli_writes_every_report_file(verified: tuple[Path, str]) -> None:
     out, output = verified
     report = json.loads((out / "report.json").read_text())
+    assert list(report) == [*REPORT_KEYS]  # the keys and order of every earlier report.json
+    figures = ["images", "protected", "clean", "recovered_psnr"]
+    assert list(report["defences"]["grayscale"]) == figures
     assert report["images"] == 6 and report["exact_rate"] == 1.0
     assert report["targets"] == ["alpha", "beta"] and report["unseen"] == ["gamma"]
     for key in ("A_ori", "A_prt", "A_rev"):
@@ -160,15 +169,16 @@ def test_library_limits_the_slow_defence_and_seeds_noise(setting: dict[str, Path
         lambda stage, done, total: stages.add(stage),
     )
     assert stages == {"protect", "recover", "measure", *specs}
-    assert report["defences"][specs[0]]["images"] == 2
-    assert report["defences"][specs[1]]["images"] == 4
-    relatives = [Path(f).with_suffix(".png").as_posix() for f in report["files"]]
+    assert report.defences[specs[0]].images == 2
+    assert report.defences[specs[1]].images == 4
+    relatives = [Path(f).with_suffix(".png").as_posix() for f in report.files]
     protected = torch.stack([read_rgb(out / "files" / "protected" / r) for r in relatives])
     noise = create_defence_from_spec(specs[1])
     noisy = noise(protected.float() / 255, sample_generators(5, relatives))
     labels = torch.tensor([CLASSES.index(Path(r).parts[0]) for r in relatives])
     expected = (_classify(setting["gamma"], noisy) == labels).float().mean().item()
-    assert report["defences"][specs[1]]["protected"]["gamma"] == pytest.approx(expected)
+    assert report.defences[specs[1]].protected["gamma"] == pytest.approx(expected)
+    assert VerifyReport.from_dict(json.loads(json.dumps(report.to_dict()))) == report
     with pytest.raises(ValueError, match="earlier run"):
         verify(setting["data"], RAEG.load(setting["key"]), {"gamma": gamma}, {}, out, config)
 
@@ -258,3 +268,8 @@ def test_cli_verifies_a_baseline_by_name(setting: dict[str, Path]) -> None:
     assert report["P_prt"] < 100 and list(report["defences"]) == ["jpeg:quality=50"]
     assert "- protector: rit" in (out / "report.md").read_text()
     assert (out / "report.html").is_file() and (out / "grid.png").is_file()
+
+
+def test_a_file_that_is_no_verify_report_is_refused_with_what_it_lacks() -> None:
+    with pytest.raises(ValueError, match="not a verify report: no A_ori, A_prt, A_rev, P_prt"):
+        VerifyReport.from_dict({"images": 3, "exact_rate": 1.0})
