@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import torch
 import typer
@@ -19,79 +19,16 @@ from invprotect.cli.shards import ShardOption, resolve_shard
 from invprotect.data import default_cache_dir, load_image_set, train_test_split
 from invprotect.defences import (
     COMDEFEND_PRESETS,
-    Defence,
     TrainingStep,
-    create_defence,
     list_defences,
-    parse_defence_spec,
-    sample_generators,
     train_comdefend,
 )
-from invprotect.files.atomic import atomic_write_bytes
-from invprotect.files.images import IMAGE_SUFFIXES, BadImageError, read_rgb
-from invprotect.files.png import encode_png
-from invprotect.files.tree import Job, collect_jobs, paths_overlap
-
-MANIFEST = ".invprotect-purify.json"
-"""File in the output folder recording which defence produced its images."""
+from invprotect.files.purify import purify_tree
+from invprotect.files.tree import TreeReport
+from invprotect.sharding import Shard
 
 TRAINABLE = tuple(list_defences(tag="trainable"))
 """Defences that ``train-defence`` can train."""
-
-
-def _canonical_spec(name: str, kwargs: dict[str, Any]) -> str:
-    items = ",".join(f"{key}={kwargs[key]!r}" for key in sorted(kwargs))
-    return f"{name}:{items}" if items else name
-
-
-def _check_manifest(root: Path, record: dict[str, Any], overwrite: bool) -> None:
-    path = root / MANIFEST
-    if path.is_file() and not overwrite:
-        try:
-            previous = json.loads(path.read_text())
-        except (json.JSONDecodeError, OSError):
-            previous = None
-        if previous != record:
-            raise fail(
-                f"{root} holds images purified with different settings ({path}: {previous}); "
-                "choose another DST, or pass --overwrite to recompute every image"
-            )
-    atomic_write_bytes(path, (json.dumps(record, sort_keys=True) + "\n").encode())
-
-
-def _purify_batch(
-    defence: Defence, jobs: list[Job], seed: int, failures: list[tuple[str, str]]
-) -> int:
-    """Read, purify and write one batch; returns how many images were written."""
-    loaded: dict[tuple[int, int], list[tuple[Job, torch.Tensor]]] = {}
-    for job in jobs:
-        try:
-            image = read_rgb(job.source)
-        except BadImageError as error:
-            failures.append((job.relative, str(error)))
-            continue
-        loaded.setdefault(tuple(image.shape[-2:]), []).append((job, image))
-    written = 0
-    for group in loaded.values():
-        group_jobs = [job for job, _ in group]
-        images = torch.stack([image for _, image in group]).float().div(255.0)
-        generator = sample_generators(seed, [job.relative for job in group_jobs])
-        try:
-            purified = defence(images, generator if defence.stochastic else None)
-        except (RuntimeError, ValueError) as error:
-            failures.extend((job.relative, f"defence failed: {error}") for job in group_jobs)
-            continue
-        as_bytes = purified.mul(255.0).round().clamp(0, 255).to(torch.uint8).cpu()
-        for job, image in zip(group_jobs, as_bytes, strict=True):
-            try:
-                atomic_write_bytes(
-                    job.output, encode_png(image.permute(1, 2, 0).contiguous().numpy())
-                )
-            except OSError as error:
-                failures.append((job.relative, f"cannot write {job.output}: {error}"))
-                continue
-            written += 1
-    return written
 
 
 @app.command("purify")
@@ -122,63 +59,46 @@ def purify(
     """Apply a defence to images, as a thief would before training on them.
 
     Writes PNG files (lossless) to DST, keeping the relative paths of SRC; SRC is never
-    modified. Outputs that already exist are skipped, so an interrupted run resumes
-    where it stopped. Unreadable files are reported and skipped; the exit code is then 1.
+    modified. A run started again skips the outputs that DST/manifest.jsonl, the outputs
+    and their sources agree on. Unreadable files are reported and skipped (exit code 1).
     With --shard (or under torchrun) only one shard's files, with the same bytes.
     """
     shard = resolve_shard(shard)
-    try:
-        name, kwargs = parse_defence_spec(defence)
-        model = create_defence(name, **kwargs)
-    except (UnknownNameError, CheckpointError, ValueError) as error:
-        raise fail(str(error)) from None
-    if not src.exists():
-        raise fail(f"SRC {src} does not exist")
-    src_abs, dst_abs = src.resolve(), dst.resolve()
-    if src.is_dir() and paths_overlap(src_abs, dst_abs):
-        raise fail(
-            f"DST {dst} and SRC {src} overlap (equal, or one inside the other); "
-            "choose a DST outside SRC so that SRC is never modified"
-        )
     single_png = src.is_file() and dst.suffix.lower() == ".png"
     check_output_folder(dst.parent if single_png else dst, "DST")
-    jobs, failures = collect_jobs(src_abs, dst_abs)
-    if src.is_file() and jobs[0].output == src_abs:
-        raise fail(f"the output {jobs[0].output} would replace SRC; choose another DST")
-    if not jobs and not failures:
-        raise fail(f"no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) under {src}")
-    if shard is not None:
-        jobs = [job for job in jobs if shard.owns(job.relative)]
-        failures = [(relative, reason) for relative, reason in failures if shard.owns(relative)]
-    if src.is_dir():
-        record = {"defence": _canonical_spec(name, kwargs)}
-        if model.stochastic:
-            record["seed"] = seed
-        _check_manifest(dst_abs, record, overwrite)
-    todo = [job for job in jobs if overwrite or not job.output.exists()]
-    skipped = len(jobs) - len(todo)
-    written = 0
-    with progress_bar() as bar:
-        label = name if shard is None else f"{name} {shard}"
-        task = bar.add_task(label, total=len(todo), status="")
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            written += _purify_batch(model, batch, seed, failures)
-            status = f"[red]{len(failures)} failed[/]" if failures else ""
-            bar.update(task, advance=len(batch), status=status)
-    for relative, reason in failures:
+    label = defence.split(":")[0] + ("" if shard is None else f" {shard}")
+    try:
+        with progress_bar() as bar:
+            task = bar.add_task(label, total=None, status="")
+            report = purify_tree(
+                *(src, dst, defence, batch_size, seed, overwrite),
+                progress=lambda n: bar.advance(task, n),
+                started=lambda n: bar.update(task, total=n),
+                shard=shard,
+            )
+    except (UnknownNameError, CheckpointError, ValueError) as error:
+        raise fail(str(error)) from None
+    _print_purified(report, {"defence": defence}, dst, shard)
+
+
+def _print_purified(
+    report: TreeReport, summary: dict[str, str | int], dst: Path, shard: Shard | None
+) -> None:
+    """Print each failure and warning, then the summary line; exit 1 if a file failed."""
+    for relative, reason in report.failed:
         console.print(f"[yellow]failed[/] {escape(relative)}: {escape(str(reason))}")
-    summary = {
-        "defence": defence,
-        "written": written,
-        "skipped_existing": skipped,
-        "failed": len(failures),
-        "dst": str(dst),
-    }
+    for message in report.warnings:
+        console.print(f"[yellow]warning[/] {escape(message)}")
+    summary.update(
+        written=report.written,
+        skipped_existing=report.skipped,
+        failed=len(report.failed),
+        dst=str(dst),
+    )
     if shard is not None:
         summary["shard"] = str(shard)
     typer.echo(json.dumps(summary))
-    if failures:
+    if report.failed:
         raise typer.Exit(1)
 
 

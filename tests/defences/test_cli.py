@@ -13,9 +13,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from invprotect.cli.app import app
-from invprotect.cli.defences import MANIFEST
 from invprotect.defences import JPEG, ComDefend, GaussianNoise, sample_generators
 from invprotect.files.images import read_rgb
+from invprotect.files.manifest import MANIFEST, read_manifest
 
 runner = CliRunner()
 
@@ -88,7 +88,8 @@ def test_purify_writes_pngs_reports_bad_files_and_resumes(folder: Path, tmp_path
         app, ["purify", str(folder), str(dst), "--defence", "jpeg:quality=90", "--overwrite"]
     )
     assert forced.exit_code == 1 and summary(forced.stdout)["written"] == 37
-    assert json.loads((dst / MANIFEST).read_text()) == {"defence": "jpeg:quality=90"}
+    entries = read_manifest(dst / MANIFEST)
+    assert len(entries) == 37 and {e["settings"] for e in entries.values()} == {"jpeg:quality=90"}
     assert tree_digest(folder) == before
 
 
