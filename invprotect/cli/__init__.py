@@ -4,12 +4,16 @@
 Typer application, for tests and embedding.
 """
 
+# Importing a command module registers its commands; ``invprotect --help`` lists them in
+# this order (train-targets before train: the order of the life cycle).
+# isort: off
 from invprotect.cli import defences as _defences  # noqa: F401
 from invprotect.cli import demo as _demo  # noqa: F401
 from invprotect.cli import pirate as _pirate  # noqa: F401
-from invprotect.cli import protector as _protector  # noqa: F401  (registers its commands)
 from invprotect.cli import targets as _targets  # noqa: F401
+from invprotect.cli import protector as _protector  # noqa: F401
 from invprotect.cli import verify as _verify  # noqa: F401
+# isort: on
 from invprotect.cli.app import app, run
 
 __all__ = ["app", "run"]
