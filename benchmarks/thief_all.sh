@@ -12,9 +12,11 @@
 #   2. recipes: one `benchmarks/recipe_scan.py` process per recipe of RECIPES (a protector
 #      trained for PROTECTOR_SECONDS, then classifiers on protected test images after each of
 #      TEST_DEFENCES, then a pirate on the protected training set after each of
-#      PIRATE_DEFENCES), and one for the originals (deadline T_RECIPES);
+#      PIRATE_DEFENCES, SCAN_EPOCHS epochs on TRAIN_IMAGES), and one for the originals
+#      (deadline T_RECIPES);
 #   3. with MATRIX=1: `benchmarks/thief.py` for the recipe whose pirate (no defence) reached
-#      the lowest final accuracy, its rows split over four processes (deadline T_END).
+#      the lowest final accuracy, PIRATE_EPOCHS epochs on every training image (or
+#      MATRIX_IMAGES), its rows split over four processes (deadline T_END).
 # COMDEFENDS names a folder with comdefend-seen/ (a recipe may train through it) and
 # comdefend-unseen/ (the thief's, used only in evaluation).
 set -uo pipefail
@@ -36,6 +38,7 @@ TARGET_PSNR=${TARGET_PSNR:-30}
 TRAIN_IMAGES=${TRAIN_IMAGES:-50000}
 TEST_IMAGES=${TEST_IMAGES:-10000}
 PIRATE_EPOCHS=${PIRATE_EPOCHS:-15}
+SCAN_EPOCHS=${SCAN_EPOCHS:-$PIRATE_EPOCHS}
 PIRATE_DEFENCES=${PIRATE_DEFENCES:-none}
 TEST_DEFENCES=${TEST_DEFENCES:-none jpeg:quality=50 jpeg:quality=10 grayscale median_filter resize:scale=0.75 bit_depth:bits=2 comdefend}
 COMDEFENDS=${COMDEFENDS:-benchmarks/reference/proxy}
@@ -71,7 +74,7 @@ note "stage 2: recipes ($RECIPES), protectors trained for $PROTECTOR_SECONDS s e
 scan=(benchmarks/recipe_scan.py --prep "$PREP" --data "$DATA" --out "$OUT/recipes"
   --seconds "$PROTECTOR_SECONDS" --batch-size "$PROTECTOR_BATCH" --lr "$PROTECTOR_LR"
   --target-psnr "$TARGET_PSNR" --train-images "$TRAIN_IMAGES" --test-images "$TEST_IMAGES"
-  --epochs "$PIRATE_EPOCHS" --pirate-arch resnet_small --targets $TARGETS --unseen $UNSEEN
+  --epochs "$SCAN_EPOCHS" --pirate-arch resnet_small --targets $TARGETS --unseen $UNSEEN
   --defences $TEST_DEFENCES --pirate-defences $PIRATE_DEFENCES --device "$DEVICE"
   --threads "$THREADS")
 timeout "$(left "$T_RECIPES")" $PY "${scan[@]}" >"$OUT/logs/recipe-originals.log" 2>&1 &
