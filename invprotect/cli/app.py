@@ -1,4 +1,4 @@
-"""The ``invprotect`` application: where commands register, exit codes, shared options.
+"""The ``invprotect`` application: where commands register, and their exit codes.
 
 `run` is the console script's entry point. It gives every command the same exit codes:
 
@@ -26,7 +26,6 @@ from typer.core import TyperArgument, TyperGroup, TyperOption
 
 from invprotect import __version__
 from invprotect.cli.progress import console
-from invprotect.device import DEVICE_CHOICES, pick_device, set_threads
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -103,44 +102,6 @@ def main(
     ] = False,
 ) -> None:
     """Protect and recover image data sets."""
-
-
-def _apply_threads(threads: int | None) -> int | None:
-    set_threads(threads)
-    return threads
-
-
-def _check_device(device: str) -> str:
-    try:
-        pick_device(device)
-    except ValueError as error:
-        raise typer.BadParameter(str(error)) from None
-    return device
-
-
-ThreadsOption = Annotated[
-    int | None,
-    typer.Option(
-        "--threads",
-        min=1,
-        metavar="N",
-        callback=_apply_threads,
-        show_default=False,
-        help="CPU threads for torch (default: $OMP_NUM_THREADS if set, else every core).",
-    ),
-]
-"""``--threads N`` of every command: sets torch's CPU threads while the options are parsed."""
-
-DeviceOption = Annotated[
-    str,
-    typer.Option(
-        "--device",
-        metavar="DEVICE",
-        callback=_check_device,
-        help=f"Where to compute: {DEVICE_CHOICES}.",
-    ),
-]
-"""``--device`` of every command that computes: checked while the options are parsed."""
 
 
 def invoke(argv: Sequence[str] | None = None) -> int:
