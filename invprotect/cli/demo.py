@@ -21,6 +21,9 @@ from invprotect.targets import is_arch, list_archs
 DEMO_OUT = Path("demo-out")
 """Where the demo writes unless told otherwise."""
 
+_SIZES = DemoConfig()
+_LR_HELP = "Protector's starting learning rate."
+_BATCH_HELP = "Protector's images per step."
 _DATA_HELP = "ImageFolder with train/ and test/ (default: CIFAR-10)."
 _TARGET_HELP = (
     "Target architecture (repeat for several; default: "
@@ -47,25 +50,21 @@ def demo(
     data: Annotated[Path | None, typer.Option(help=_DATA_HELP)] = None,
     out: Annotated[Path, typer.Option(help="Folder for everything the demo makes.")] = DEMO_OUT,
     target: Annotated[list[str] | None, typer.Option(help=_TARGET_HELP)] = None,
-    train_images: Annotated[
-        int, typer.Option(min=10, help="Training images used.")
-    ] = DemoConfig.train_images,
-    target_epochs: Annotated[
-        int, typer.Option(min=1, help="Epochs per target.")
-    ] = DemoConfig.target_epochs,
-    steps: Annotated[
-        int, typer.Option(min=1, help="Protector training steps.")
-    ] = DemoConfig.protector_steps,
-    lr: Annotated[
-        float, typer.Option(min=0.0, help="Protector's starting learning rate.")
-    ] = DemoConfig.protector_lr,
-    batch_size: Annotated[
-        int, typer.Option(min=1, help="Protector's images per step.")
-    ] = DemoConfig.batch_size,
-    test_per_class: Annotated[
-        int, typer.Option(min=1, help="Test files per class.")
-    ] = DemoConfig.test_per_class,
-    target_psnr: TargetPsnrOption = DemoConfig.target_psnr,
+    train_images: Annotated[int, typer.Option(min=10, help="Training images used.")] = (
+        _SIZES.train_images
+    ),
+    target_epochs: Annotated[int, typer.Option(min=1, help="Epochs per target.")] = (
+        _SIZES.target_epochs
+    ),
+    steps: Annotated[int, typer.Option(min=1, help="Protector training steps.")] = (
+        _SIZES.protector_steps
+    ),
+    lr: Annotated[float, typer.Option(min=0.0, help=_LR_HELP)] = _SIZES.protector_lr,
+    batch_size: Annotated[int, typer.Option(min=1, help=_BATCH_HELP)] = _SIZES.batch_size,
+    test_per_class: Annotated[int, typer.Option(min=1, help="Test files per class.")] = (
+        _SIZES.test_per_class
+    ),
+    target_psnr: TargetPsnrOption = _SIZES.target_psnr,
     no_cache: NoCacheOption = False,
     threads: ThreadsOption = None,
 ) -> None:

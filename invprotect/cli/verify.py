@@ -37,6 +37,18 @@ from invprotect.targets import Classifier
 SUMMARY_KEYS = ("images", "A_ori", "A_prt", "A_rev", "P_prt", "P_rev", "exact_rate")
 """The figures of ``report.json`` that the command's JSON line repeats."""
 
+_HELP = {
+    "data": "ImageFolder root: train/ and test/, or one folder split 9:1.",
+    "targets": "Target classifier checkpoints (repeat the option).",
+    "unseen": "Classifiers the protector never saw (repeat the option).",
+    "defences": "'all' or comma-separated defence specs, e.g. jpeg:quality=50,grayscale.",
+    "comdefend": "ComDefend checkpoint: adds the comdefend defence.",
+    "limit": "Test images measured (class-balanced, seeded).",
+    "dip_limit": "Images DIPDefend is applied to (about 1 s each).",
+    "seed": "Seed of the choice of images and of defences.",
+    "overwrite": "Replace the files of an earlier run in OUT/files.",
+}
+
 
 def _load_models(paths: list[Path], taken: set[str], device: str) -> dict[str, Classifier]:
     """Classifiers by name: the checkpoint folder's name, made unique with ``-2``, ``-3``, ..."""
@@ -106,38 +118,18 @@ def _checked_config(
 
 @app.command("verify")
 def verify_command(
-    data: Annotated[
-        Path, typer.Option(help="ImageFolder root: train/ and test/, or one folder split 9:1.")
-    ],
+    data: Annotated[Path, typer.Option(help=_HELP["data"])],
     protector: Annotated[str, typer.Option(help=PROTECTOR_HELP)],
-    targets: Annotated[
-        list[Path], typer.Option(help="Target classifier checkpoints (repeat the option).")
-    ],
+    targets: Annotated[list[Path], typer.Option(help=_HELP["targets"])],
     out: Annotated[Path, typer.Option(help="Report folder to write.")],
-    unseen: Annotated[
-        list[Path] | None,
-        typer.Option(help="Classifiers the protector never saw (repeat the option)."),
-    ] = None,
-    defences: Annotated[
-        str,
-        typer.Option(
-            help="'all' or comma-separated defence specs, e.g. jpeg:quality=50,grayscale."
-        ),
-    ] = "all",
-    comdefend: Annotated[
-        Path | None, typer.Option(help="ComDefend checkpoint: adds the comdefend defence.")
-    ] = None,
-    limit: Annotated[
-        int, typer.Option(min=1, help="Test images measured (class-balanced, seeded).")
-    ] = 1000,
-    dip_limit: Annotated[
-        int, typer.Option(min=0, help="Images DIPDefend is applied to (about 1 s each).")
-    ] = 16,
+    unseen: Annotated[list[Path] | None, typer.Option(help=_HELP["unseen"])] = None,
+    defences: Annotated[str, typer.Option(help=_HELP["defences"])] = "all",
+    comdefend: Annotated[Path | None, typer.Option(help=_HELP["comdefend"])] = None,
+    limit: Annotated[int, typer.Option(min=1, help=_HELP["limit"])] = 1000,
+    dip_limit: Annotated[int, typer.Option(min=0, help=_HELP["dip_limit"])] = 16,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
-    seed: Annotated[int, typer.Option(help="Seed of the choice of images and of defences.")] = 0,
-    overwrite: Annotated[
-        bool, typer.Option(help="Replace the files of an earlier run in OUT/files.")
-    ] = False,
+    seed: Annotated[int, typer.Option(help=_HELP["seed"])] = 0,
+    overwrite: Annotated[bool, typer.Option(help=_HELP["overwrite"])] = False,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
 ) -> None:
