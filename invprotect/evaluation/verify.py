@@ -367,24 +367,7 @@ def verify(
     chosen = choose_files(test_index, config.limit, config.seed)
     relatives = _copy_originals(chosen, test_index.root, files / "originals")
     label_of = {relative: label for relative, (_, label) in zip(relatives, chosen, strict=True)}
-    refused: dict[str, str] = {}
-    for stage, work, src, dst in (
-        ("protect", protect_tree, "originals", "protected"),
-        ("recover", recover_tree, "protected", "recovered"),
-    ):
-        done = 0
-
-        def advance(count: int, stage: str = stage) -> None:
-            nonlocal done
-            done += count
-            report_progress(stage, done, len(chosen))
-
-        tree = work(files / src, files / dst, protector, config.batch_size, advance)
-        failed = dict(tree.failed)
-        for relative in relatives:
-            reason = failed.get(relative if stage == "protect" else _png(relative))
-            if reason is not None:
-                refused.setdefault(relative, f"{stage}: {reason}")
+    refused = _through_pipeline(relatives, files, protector, config.batch_size, report_progress)
     relatives = [relative for relative in relatives if relative not in refused]
     if not relatives:
         raise ValueError(f"no image came through protection and recovery: {refused}")
@@ -400,26 +383,8 @@ def verify(
     ]
     labels = torch.tensor([label_of[r] for r in relatives])
     run = _Run(models, protector, originals, labels, config.batch_size)
-    device = run.device
     sets = {"ori": originals, "prt": protected, "rev": recovered}
-    predicted = {name: run.no_predictions(count) for name in sets}
-    psnrs = {name: torch.zeros(count) for name in ("prt", "rev")}
-    ssims = {name: torch.zeros(count) for name in ("prt", "rev")}
-    done = 0
-    report_progress("measure", done, count)
-    for batch in run.batches(count):
-        reference = _float(originals, batch, device)
-        for name, images in sets.items():
-            current = _float(images, batch, device)
-            run.predict(predicted[name], batch, current)
-            if name in psnrs:
-                current = _crop(current, reference)
-                psnrs[name][batch] = psnr(current, reference).clamp(max=PSNR_CAP).cpu()
-                similarity = ssim(current, reference, data_range=1.0, size_average=False)
-                ssims[name][batch] = similarity.cpu()
-        done += len(batch)
-        report_progress("measure", done, count)
-
+    predicted, psnrs, ssims = _measure_sets(run, sets, report_progress)
     defence_results = {}
     for spec, defence in defences.items():
         slow = parse_defence_spec(spec)[0] in SLOW_DEFENCES
@@ -449,6 +414,57 @@ def verify(
         config={**asdict(config), "defences": list(config.defences)},
         wall_seconds=time.perf_counter() - started,
     )
+
+
+def _through_pipeline(
+    relatives: list[str], files: Path, protector: Protector, batch_size: int, progress: Progress
+) -> dict[str, str]:
+    """Protect ``files/originals`` and recover the result; the refused files, with why."""
+    refused: dict[str, str] = {}
+    for stage, work, src, dst in (
+        ("protect", protect_tree, "originals", "protected"),
+        ("recover", recover_tree, "protected", "recovered"),
+    ):
+        done = 0
+
+        def advance(count: int, stage: str = stage) -> None:
+            nonlocal done
+            done += count
+            progress(stage, done, len(relatives))
+
+        tree = work(files / src, files / dst, protector, batch_size, advance)
+        failed = dict(tree.failed)
+        for relative in relatives:
+            reason = failed.get(relative if stage == "protect" else _png(relative))
+            if reason is not None:
+                refused.setdefault(relative, f"{stage}: {reason}")
+    return refused
+
+
+def _measure_sets(
+    run: _Run, sets: dict[str, list[Tensor]], progress: Progress
+) -> tuple[dict[str, dict[str, Tensor]], dict[str, Tensor], dict[str, Tensor]]:
+    """Predictions of every model on each set; PSNR and SSIM of each set but the originals."""
+    count, device = len(run.originals), run.device
+    predicted = {name: run.no_predictions(count) for name in sets}
+    compared = [name for name in sets if name != "ori"]
+    psnrs = {name: torch.zeros(count) for name in compared}
+    ssims = {name: torch.zeros(count) for name in compared}
+    done = 0
+    progress("measure", done, count)
+    for batch in run.batches(count):
+        reference = _float(run.originals, batch, device)
+        for name, images in sets.items():
+            current = _float(images, batch, device)
+            run.predict(predicted[name], batch, current)
+            if name in psnrs:
+                current = _crop(current, reference)
+                psnrs[name][batch] = psnr(current, reference).clamp(max=PSNR_CAP).cpu()
+                similarity = ssim(current, reference, data_range=1.0, size_average=False)
+                ssims[name][batch] = similarity.cpu()
+        done += len(batch)
+        progress("measure", done, count)
+    return predicted, psnrs, ssims
 
 
 def _measure_defence(
