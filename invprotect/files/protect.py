@@ -42,9 +42,8 @@ from invprotect.files.tree import (
     Job,
     TreeReport,
     batches,
-    checked_paths,
     destination,
-    scan_tree,
+    start_run,
     unsafe_output,
     write_output,
 )
@@ -78,13 +77,8 @@ def protect_tree(
         DestinationError: If ``dst`` overlaps ``src``, cannot be written, is locked by
             another run, or holds files protected under another key.
     """
-    shard = None if shard is None or shard.count == 1 else shard
-    src, dst, root = checked_paths(src, dst)
-    scan = scan_tree(src, dst, shard=shard)
-    if started is not None:
-        started(len(scan.jobs))
-    report = TreeReport(failed=list(scan.failed), skipped_files=list(scan.skipped))
-    report.warnings += [f"{relative}: {note}" for relative, note in scan.linked]
+    run = start_run(src, dst, shard, started)
+    root, shard, scan, report = run.root, run.shard, run.scan, run.report
     keys = protector.keys
     manifest_paths(root, shard)  # refuse a linked manifest before anything is written
     with destination(root, report, shard, [job.output for job in scan.jobs]):

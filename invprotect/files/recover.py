@@ -24,7 +24,7 @@ from invprotect.files.images import (
     pad_to_multiple,
     pixel_digest,
 )
-from invprotect.files.manifest import MANIFEST, bookkeeping_names, read_manifest
+from invprotect.files.manifest import MANIFEST, read_manifest
 from invprotect.files.protected import (
     ProtectedFile,
     approximate_original,
@@ -36,9 +36,8 @@ from invprotect.files.tree import (
     Job,
     TreeReport,
     batches,
-    checked_paths,
     destination,
-    scan_tree,
+    start_run,
     unsafe_output,
     write_output,
 )
@@ -81,13 +80,8 @@ def recover_tree(
         ValueError: If ``src`` does not exist.
         DestinationError: If ``dst`` overlaps ``src``, cannot be written or is locked.
     """
-    shard = None if shard is None or shard.count == 1 else shard
-    src, dst, root = checked_paths(src, dst)
-    scan = scan_tree(src, dst, ignore=bookkeeping_names(src), shard=shard)
-    if started is not None:
-        started(len(scan.jobs))
-    report = TreeReport(failed=list(scan.failed), skipped_files=list(scan.skipped))
-    report.warnings += [f"{relative}: {note}" for relative, note in scan.linked]
+    run = start_run(src, dst, shard, started, protected_src=True)
+    src, root, shard, scan, report = run.src, run.root, run.shard, run.scan, run.report
     expected = read_manifest(src / MANIFEST, report.warnings) if src.is_dir() else {}
     expected_by_output = {
         entry["output"]: entry

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,7 +23,7 @@ from PIL import Image
 from invprotect.files.atomic import atomic_write_bytes, remove_stale_temporaries
 from invprotect.files.images import IMAGE_SUFFIXES
 from invprotect.files.locks import DestinationError, acquire_lock
-from invprotect.files.manifest import manifest_part
+from invprotect.files.manifest import bookkeeping_names, manifest_part
 from invprotect.sharding import Shard
 from invprotect.tiles import PIXEL_BUDGET, by_budget
 
@@ -198,6 +198,49 @@ class TreeReport:
     def ok(self) -> bool:
         """True when nothing failed and no recovery mismatched (the exit status 0)."""
         return not self.failed and not self.mismatched
+
+
+@dataclass
+class RunStart:
+    """What a tree run starts from: resolved paths, its jobs and a report to fill."""
+
+    src: Path
+    root: Path
+    shard: Shard | None
+    scan: TreeScan
+    report: TreeReport
+
+
+def start_run(
+    src: Path,
+    dst: Path,
+    shard: Shard | None,
+    started: Callable[[int], None] | None = None,
+    protected_src: bool = False,
+) -> RunStart:
+    """Check the paths and scan SRC: the common start of protect and recover.
+
+    Args:
+        src: The source file or folder.
+        dst: The destination (see `checked_paths`).
+        shard: The run's shard; one of one counts as none.
+        started: Called with the number of jobs.
+        protected_src: SRC is a destination of protect: its manifest, parts and lock
+            files are left out without a word.
+
+    Raises:
+        ValueError: If SRC does not exist.
+        DestinationError: If DST overlaps SRC.
+    """
+    shard = None if shard is None or shard.count == 1 else shard
+    src, dst, root = checked_paths(src, dst)
+    ignore = bookkeeping_names(src) if protected_src else frozenset()
+    scan = scan_tree(src, dst, ignore=ignore, shard=shard)
+    if started is not None:
+        started(len(scan.jobs))
+    report = TreeReport(failed=list(scan.failed), skipped_files=list(scan.skipped))
+    report.warnings += [f"{relative}: {note}" for relative, note in scan.linked]
+    return RunStart(src, root, shard, scan, report)
 
 
 def batches(jobs: list[Job], size: int) -> Iterator[list[Job]]:
