@@ -36,7 +36,7 @@ from invprotect.device import pick_device
 from invprotect.files.manifest import MANIFEST, manifest_part, read_manifest
 from invprotect.files.protect import protect_tree
 from invprotect.files.recover import recover_tree
-from invprotect.files.tree import TreeReport, collect_jobs
+from invprotect.files.tree import TreeReport
 from invprotect.models import RAEG_PRESETS
 from invprotect.sharding import Shard, worker_device
 from invprotect.training import ProtectorRunConfig, run_protector_training
@@ -227,7 +227,6 @@ def _run_tree(
     except ValueError as error:
         raise fail(str(error)) from None
     loaded = load_protector_option(protector, device, targets, command == "protect")
-    jobs, _ = collect_jobs(src.resolve(), dst.resolve(), shard)
     root = dst.parent if src.is_file() and dst.suffix.lower() == ".png" else dst
     manifest = root / MANIFEST
     before: dict[str, dict] = {}
@@ -237,8 +236,11 @@ def _run_tree(
     label = command if shard is None else f"{command} {shard}"
     try:
         with progress_bar() as bar:
-            task = bar.add_task(label, total=len(jobs), status="")
-            report = work(src, dst, loaded, batch_size, lambda n: bar.advance(task, n), shard)
+            task: list[int] = []  # added once the run has counted its files
+            report = work(
+                src, dst, loaded, batch_size, lambda n: bar.advance(task[0], n), shard,
+                started=lambda total: task.append(bar.add_task(label, total=total, status="")),
+            )
     except ValueError as error:
         raise fail(str(error)) from None
     _print_files(report)
