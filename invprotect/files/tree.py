@@ -157,14 +157,6 @@ def _file_problem(path: Path, name: str) -> tuple[str, str] | None:
     return None
 
 
-def collect_jobs(
-    src: Path, dst: Path, shard: Shard | None = None
-) -> tuple[list[Job], list[tuple[str, str]]]:
-    """The jobs of `scan_tree` and the entries that failed (its skipped entries left out)."""
-    scan = scan_tree(src, dst, shard=shard)
-    return scan.jobs, scan.failed
-
-
 @dataclass
 class TreeReport:
     """The outcome of a tree run (protect, recover or purify).
