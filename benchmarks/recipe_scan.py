@@ -40,52 +40,25 @@ from invprotect.models import RAEG
 from invprotect.targets import Classifier, Ensemble
 from invprotect.targets.accuracy import accuracy
 from invprotect.training import ClassifierTrainingConfig, train_classifier
-from invprotect.training.protector import (
-    TRAINING_ATTACKS,
-    ProtectorTrainingConfig,
-    train_protector,
-)
-
-PURIFYING_ATTACKS = TRAINING_ATTACKS | {"grayscale": 1.0, "pseudo_jpeg": 2.0}
-"""The training mix plus grayscale squeezing and twice the (10-100 quality) pseudo-JPEG."""
+from invprotect.training.protector import ProtectorTrainingConfig, train_protector
+from invprotect.training.recipes import PURIFYING_ATTACKS, RECIPES
 
 
 def recipes(prep: Path) -> dict[str, dict[str, Any]]:
-    """The recipe variants: name -> `ProtectorTrainingConfig` overrides."""
+    """The recipe variants: name -> `ProtectorTrainingConfig` overrides.
+
+    The library's `RECIPES`, plus variants that train through ``PREP/comdefend-seen`` or
+    mix the class-consistent loss with the purifying attacks.
+    """
     seen = str(prep / "comdefend-seen")
-    return {
-        "margin": {},
-        "class-consistent": {"fooling": "class-consistent", "margin": 10.0},
-        "cc-purifiers": {
-            "fooling": "class-consistent",
-            "margin": 10.0,
-            "purifier": seen,
-            "attacks": PURIFYING_ATTACKS,
-        },
-        "cc-purifiers-smooth": {
-            "fooling": "class-consistent",
-            "margin": 10.0,
-            "purifier": seen,
-            "attacks": PURIFYING_ATTACKS,
-            "smoothness": 0.02,
-        },
-        "cc-squeeze-smooth": {
-            "fooling": "class-consistent",
-            "margin": 10.0,
-            "attacks": PURIFYING_ATTACKS,
-            "smoothness": 0.02,
-        },
-        "wide-margin-squeeze": {
-            "margin": 20.0,
-            "attacks": PURIFYING_ATTACKS,
-            "smoothness": 0.02,
-        },
-        "margin-purifiers-smooth": {
-            "purifier": seen,
-            "attacks": PURIFYING_ATTACKS,
-            "smoothness": 0.02,
-        },
-    }
+    table = {name: recipe.settings() for name, recipe in RECIPES.items()}
+    consistent = table["class-consistent"]
+    purifying = {"attacks": PURIFYING_ATTACKS}
+    table["cc-purifiers"] = consistent | purifying | {"purifier": seen}
+    table["cc-purifiers-smooth"] = table["cc-purifiers"] | {"smoothness": 0.02}
+    table["cc-squeeze-smooth"] = consistent | purifying | {"smoothness": 0.02}
+    table["margin-purifiers-smooth"] = purifying | {"purifier": seen, "smoothness": 0.02}
+    return table
 
 
 DEFENCES = ["none", "jpeg:quality=50", "jpeg:quality=10", "grayscale", "median_filter", "comdefend"]

@@ -41,6 +41,7 @@ from invprotect.models import RAEG_PRESETS
 from invprotect.sharding import Shard, worker_device
 from invprotect.training import ProtectorRunConfig, run_protector_training
 from invprotect.training.protector import ProtectorTrainingConfig
+from invprotect.training.recipes import RECIPES
 
 SUMMARY_KEYS = ("train_psnr", "final_fooling_rate")
 """The figures of the key's metadata that ``train``'s JSON line repeats."""
@@ -50,8 +51,12 @@ _PERCEPTUAL_HELP = (
     "activations are compared."
 )
 _ATTACKS_HELP = (
-    "Attack mix of training as 'name=weight,...' (default: no attack, noise, blur, median "
-    "filter, resize, crop and JPEG equally)."
+    "Attack mix of training as 'name=weight,...' (default: the recipe's; for 'margin', no "
+    "attack, noise, blur, median filter, resize, crop and JPEG equally)."
+)
+_RECIPE_HELP = (
+    f"How training pushes the images: one of {', '.join(RECIPES)} (compared in "
+    "docs/results.md)."
 )
 
 
@@ -69,6 +74,7 @@ def train(
     ] = ProtectorTrainingConfig.lr,
     perceptual: Annotated[str, typer.Option(help=_PERCEPTUAL_HELP)] = "ssim",
     attacks: Annotated[str | None, typer.Option(help=_ATTACKS_HELP)] = None,
+    recipe: Annotated[str, typer.Option(help=_RECIPE_HELP)] = "margin",
     seed: Annotated[int, typer.Option(help="Seed of initialisation, batches and attacks.")] = 0,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
@@ -79,10 +85,11 @@ def train(
     batch of BATCH_SIZE images (see docs/scaling.md); rank 0 writes the key.
     """
     try:
-        mix = _parse_attacks(attacks)
+        pushing = RECIPES[recipe].settings()
+        pushing["attacks"] = _parse_attacks(attacks) or pushing["attacks"]
         settings = ProtectorTrainingConfig(
             *(steps, batch_size, lr), target_psnr=target_psnr, perceptual=perceptual,
-            attacks=mix, seed=seed,
+            seed=seed, **pushing,
         )
         config = ProtectorRunConfig(
             data, tuple(targets), out, preset, settings, cache_dir=default_cache_dir()

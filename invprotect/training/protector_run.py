@@ -134,6 +134,11 @@ def run_protector_training(
             "processes": distributed.world_size(),
         },
         "attacks": settings.attacks,
+        "recipe": {
+            "fooling": settings.fooling,
+            "margin": settings.margin,
+            "smoothness": settings.smoothness,
+        },
         "perceptual": settings.perceptual,
         "target_psnr": settings.target_psnr,
         "train_psnr": held_psnr(raeg, train, seed=settings.seed),

@@ -39,13 +39,22 @@ def test_train_protect_recover(small_image_folder: Path, tmp_path: Path) -> None
     assert refused.exit_code != 0 and "jpg" in refused.output and not key.exists()
     refused = runner.invoke(app, [*train_args, "--perceptual", str(tmp_path / "nothing")])
     assert refused.exit_code != 0 and "perceptual" in refused.output and not key.exists()
+    refused = runner.invoke(app, [*train_args, "--recipe", "wide-margin"])
+    assert refused.exit_code != 0 and "wide-margin-squeeze" in refused.output
+    assert not key.exists()
     result = runner.invoke(
-        app, [*train_args, "--attacks", "identity=1,jpeg_ss=1", "--perceptual", str(target)]
+        app,
+        [
+            *train_args, "--attacks", "identity=1,jpeg_ss=1", "--perceptual", str(target),
+            *("--recipe", "wide-margin-squeeze"),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert _json(result.stdout)["train_psnr"] > 10
     assert RAEG.load(key).metadata["classes"] == ["airplane", "cat", "ship"]
     assert RAEG.load(key).metadata["attacks"] == {"identity": 1.0, "jpeg_ss": 1.0}
+    recipe = {"fooling": "margin", "margin": 20.0, "smoothness": 0.02}
+    assert RAEG.load(key).metadata["recipe"] == recipe
     assert RAEG.load(key).metadata["perceptual"] == str(target)
 
     (small_image_folder / "cat" / "broken.png").write_bytes(b"")
