@@ -141,6 +141,12 @@ def main() -> None:
         help="instead of --steps: as many steps as fit in this many seconds (timed on a probe)",
     )
     parser.add_argument("--no-originals", action="store_true", help="skip the originals' row")
+    parser.add_argument(
+        "--override",
+        type=json.loads,
+        default={},
+        help="JSON of ProtectorTrainingConfig fields set in every recipe, e.g. '{\"alpha\": 1.0}'",
+    )
     parser.add_argument("--device", default="cpu", help="where protectors and pirates train")
     parser.add_argument("--target-psnr", type=float, default=30.0)
     parser.add_argument("--train-images", type=int, default=10_000)
@@ -206,6 +212,7 @@ def main() -> None:
             "batch_size": args.batch_size,
             "lr": args.lr,
             **table[name],
+            **args.override,
         }
         if (saved / "config.json").is_file():  # trained by an interrupted run: measure it
             raeg, trained_s = RAEG.load(saved, args.device).eval(), None
@@ -252,7 +259,7 @@ def main() -> None:
             print(name, spec, curves[spec], flush=True)
         result = {
             "recipe": name,
-            "overrides": dict(table[name]),
+            "overrides": dict(table[name]) | args.override,
             "steps": steps,
             "seconds_budget": args.seconds,
             "device": args.device,
