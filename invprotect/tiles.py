@@ -20,7 +20,6 @@ existed, and records without a layout (all older files) recover as one image.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -28,6 +27,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
+from invprotect.files.images import rgb_digest
 from invprotect.metrics import ssim
 from invprotect.models.protector import Protector
 
@@ -144,11 +144,6 @@ def _runs(tiles: list[Tile], budget: int) -> Iterator[list[int]]:
         yield from by_budget(indices, lambda i: tiles[i].height * tiles[i].width, budget)
 
 
-def tile_digest(pixels: Tensor) -> str:
-    """SHA-256 (hex) of one tile's ``uint8`` pixels ``(3, h, w)``."""
-    return hashlib.sha256(pixels.contiguous().numpy().tobytes()).hexdigest()
-
-
 def encode_tiles(
     protector: Protector, image: Tensor, side: int, budget: int = PIXEL_BUDGET
 ) -> tuple[Tensor, TileLayout, bytes]:
@@ -170,7 +165,7 @@ def encode_tiles(
         for index, tile_out, record in zip(run, out, records, strict=True):
             tiles[index].of(protected).copy_(tile_out)
             parts[index] = record
-    digests = [tile_digest(tile.of(protected)) for tile in tiles]
+    digests = [rgb_digest(tile.of(protected)) for tile in tiles]
     layout = TileLayout(side, [len(part) for part in parts], digests)
     return protected, layout, b"".join(parts)
 
@@ -226,7 +221,7 @@ def decode_tiles(
         )
     parts = split_residual(data, layout.lengths)
     altered = [
-        tile_digest(tile.of(protected)) != digest
+        rgb_digest(tile.of(protected)) != digest
         for tile, digest in zip(tiles, layout.digests, strict=True)
     ]
     restored = torch.empty_like(protected)
