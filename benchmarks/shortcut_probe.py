@@ -45,12 +45,47 @@ def class_patterns(classes: int, size: int, grid: int, luminance: bool, seed: in
     return patterns / patterns.square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
 
 
-def add_patterns(
-    images: torch.Tensor, labels: torch.Tensor, patterns: torch.Tensor, wanted_psnr: float
+def class_textures(
+    labels: torch.Tensor, classes: int, size: int, luminance: bool, cycles: float, seed: int
 ) -> torch.Tensor:
-    """``uint8`` images plus their class's pattern at an RMS of ``10 ** (-psnr / 20)``."""
+    """``(n, 3, size, size)`` unit-RMS textures: a fresh sample per image, its class's spectrum.
+
+    Each class gets a seeded amplitude spectrum, three Gaussian blobs within ``cycles`` cycles
+    per image, mirrored left-right so that a flip keeps the class's signature; each image gets
+    white noise shaped by its class's spectrum. Averaging many images of one class does not
+    reveal the texture (every sample differs), and a random crop only moves its phase.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    fy = torch.fft.fftfreq(size)[:, None] * size
+    fx = torch.fft.rfftfreq(size)[None, :] * size
+    masks = []
+    for _ in range(classes):
+        mask = torch.zeros(size, size // 2 + 1)
+        for _ in range(3):
+            radius = cycles * torch.rand(1, generator=generator).sqrt()
+            angle = torch.pi * torch.rand(1, generator=generator)
+            cy, cx = radius * angle.cos(), radius * angle.sin()
+            for sy in (cy, -cy):  # a left-right flip mirrors the spectrum
+                mask += torch.exp(-((fy - sy) ** 2 + (fx - cx) ** 2) / 2)
+        masks.append(mask)
+    masks = torch.stack(masks)
+    channels = 1 if luminance else 3
+    noise = torch.randn(len(labels), channels, size, size, generator=generator)
+    shaped = torch.fft.irfft2(torch.fft.rfft2(noise) * masks[labels][:, None], s=(size, size))
+    shaped = shaped.expand(len(labels), 3, size, size)
+    shaped = shaped - shaped.mean(dim=(1, 2, 3), keepdim=True)
+    return shaped / shaped.square().mean(dim=(1, 2, 3), keepdim=True).sqrt()
+
+
+def add_patterns(
+    images: torch.Tensor, labels: torch.Tensor | None, patterns: torch.Tensor, wanted_psnr: float
+) -> torch.Tensor:
+    """``uint8`` images plus their class's pattern at an RMS of ``10 ** (-psnr / 20)``.
+
+    ``patterns`` holds one pattern per class, or (``labels=None``) one per image.
+    """
     rms = 10 ** (-wanted_psnr / 20)
-    shifted = images.float() / 255 + rms * patterns[labels]
+    shifted = images.float() / 255 + rms * (patterns if labels is None else patterns[labels])
     return (shifted.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
@@ -62,6 +97,12 @@ def main() -> None:
     parser.add_argument("--psnr", type=float, default=32.0, help="PSNR of the pattern alone")
     parser.add_argument("--grid", type=int, default=4, help="pattern cells per side")
     parser.add_argument("--luminance", action="store_true", help="same pattern in R, G, B")
+    parser.add_argument(
+        "--texture",
+        type=float,
+        default=None,
+        help="instead of a fixed pattern: class-keyed textures within this many cycles per image",
+    )
     parser.add_argument("--protector", type=Path, default=None, help="add to its output")
     parser.add_argument("--train-images", type=int, default=10_000)
     parser.add_argument("--test-images", type=int, default=2_000)
@@ -86,10 +127,17 @@ def main() -> None:
     base = train_sub.images
     if args.protector is not None:
         base = protect_images(RAEG.load(args.protector).eval(), base)
-    patterns = class_patterns(
-        len(train.classes), base.shape[-1], args.grid, args.luminance, args.seed
-    )
-    poisoned = add_patterns(base, train_sub.labels, patterns, args.psnr)
+    if args.texture is None:
+        patterns = class_patterns(
+            len(train.classes), base.shape[-1], args.grid, args.luminance, args.seed
+        )
+        poisoned = add_patterns(base, train_sub.labels, patterns, args.psnr)
+    else:
+        textures = class_textures(
+            train_sub.labels, len(train.classes), base.shape[-1], args.luminance, args.texture,
+            args.seed,
+        )
+        poisoned = add_patterns(base, None, textures, args.psnr)
     x = train_sub.images.float() / 255
     total_psnr = psnr(poisoned.float() / 255, x).mean().item()
     thief_comdefend = f"comdefend:weights={args.prep / 'comdefend-unseen'}"
@@ -99,7 +147,8 @@ def main() -> None:
         cleaned = like(train_sub, purify(spec, poisoned))
         curves[spec] = pirate(args.pirate_arch, cleaned, test_sub, args.epochs, seed=1)
         print(spec, curves[spec], flush=True)
-    name = f"shortcut-{'lum' if args.luminance else 'rgb'}-g{args.grid}-{args.psnr:g}dB" + (
+    kind = f"g{args.grid}" if args.texture is None else f"texture{args.texture:g}"
+    name = f"shortcut-{'lum' if args.luminance else 'rgb'}-{kind}-{args.psnr:g}dB" + (
         "-on-protector" if args.protector else ""
     )
     result = {
