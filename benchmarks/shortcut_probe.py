@@ -134,7 +134,11 @@ def main() -> None:
         poisoned = add_patterns(base, train_sub.labels, patterns, args.psnr)
     else:
         textures = class_textures(
-            train_sub.labels, len(train.classes), base.shape[-1], args.luminance, args.texture,
+            train_sub.labels,
+            len(train.classes),
+            base.shape[-1],
+            args.luminance,
+            args.texture,
             args.seed,
         )
         poisoned = add_patterns(base, None, textures, args.psnr)
