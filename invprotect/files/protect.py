@@ -29,7 +29,7 @@ from invprotect.files.images import (
 )
 from invprotect.files.locks import DestinationError
 from invprotect.files.manifest import (
-    append_entry,
+    append_entries,
     manifest_paths,
     merge_idle_parts,
     read_manifest,
@@ -167,49 +167,69 @@ def _protect_batch(
             (job, source, image, residual, source.extra)
             for (job, source, _), image, residual in zip(group, protected, residuals, strict=True)
         ]
-    for job, source, image, residual, extra in finished:
-        height, width = source.rgb.shape[-2:]
-        record = RecoveryRecord(
-            source.mode,
-            height,
-            width,
-            macs[job.relative],
-            rgb_digest(image),
-            keys.key_id,
-            residual,
-            extra,
-        )
-        pixels = image.permute(1, 2, 0).numpy()
-        if source.alpha is not None:
-            alpha = np.pad(
-                source.alpha,
-                ((0, image.shape[1] - height), (0, image.shape[2] - width)),
-                mode="edge",
+    qualities = _quality(finished, side)
+    entries = []
+    try:
+        for (job, source, image, residual, extra), quality in zip(finished, qualities, strict=True):
+            height, width = source.rgb.shape[-2:]
+            record = RecoveryRecord(
+                source.mode,
+                height,
+                width,
+                macs[job.relative],
+                rgb_digest(image),
+                keys.key_id,
+                residual,
+                extra,
             )
-            pixels = np.dstack([pixels, alpha])
-        data = encode_png(pixels, {RECORD_CHUNK: record.seal(keys)})
-        if not write_output(job, data, report):
-            continue
+            pixels = image.permute(1, 2, 0).numpy()
+            if source.alpha is not None:
+                alpha = np.pad(
+                    source.alpha,
+                    ((0, image.shape[1] - height), (0, image.shape[2] - width)),
+                    mode="edge",
+                )
+                pixels = np.dstack([pixels, alpha])
+            data = encode_png(pixels, {RECORD_CHUNK: record.seal(keys)})
+            if not write_output(job, data, report):
+                continue
+            entries.append(
+                {
+                    "path": job.relative,
+                    "output": job.output.relative_to(root).as_posix(),
+                    "original_mac": macs[job.relative],
+                    "key_id": keys.key_id,
+                    "protected_file_sha256": hashlib.sha256(data).hexdigest(),
+                    "psnr": round(quality[0], 3),
+                    "ssim": round(quality[1], 4),
+                    "record_bytes": len(residual),
+                }
+            )
+    finally:  # the files written so far are done, whatever stopped the batch
+        append_entries(manifest_path, entries)
+        report.written += len(entries)
+
+
+def _quality(
+    finished: list[tuple[Job, SourceImage, torch.Tensor, bytes, dict]], side: int
+) -> list[tuple[float, float]]:
+    """PSNR and SSIM of each protected image against its original (same sizes at once)."""
+    qualities: list[tuple[float, float]] = [(0.0, 0.0)] * len(finished)
+    same_size: dict[tuple[int, int], list[int]] = {}
+    for index, (_, source, image, _, extra) in enumerate(finished):
+        height, width = source.rgb.shape[-2:]
         if "tiles" in extra:
-            quality = tiled_quality(image[:, :height, :width], source.rgb, side)
+            qualities[index] = tiled_quality(image[:, :height, :width], source.rgb, side)
         else:
-            crop = image[None, :, :height, :width].float() / 255
-            original = source.rgb[None].float() / 255
-            quality = psnr(crop, original, max_db=100.0).item(), ssim(crop, original).item()
-        append_entry(
-            manifest_path,
-            {
-                "path": job.relative,
-                "output": job.output.relative_to(root).as_posix(),
-                "original_mac": macs[job.relative],
-                "key_id": keys.key_id,
-                "protected_file_sha256": hashlib.sha256(data).hexdigest(),
-                "psnr": round(quality[0], 3),
-                "ssim": round(quality[1], 4),
-                "record_bytes": len(residual),
-            },
-        )
-        report.written += 1
+            same_size.setdefault((height, width), []).append(index)
+    for (height, width), indices in same_size.items():
+        crops = torch.stack([finished[i][2][:, :height, :width] for i in indices]).float() / 255
+        originals = torch.stack([finished[i][1].rgb for i in indices]).float() / 255
+        psnrs = psnr(crops, originals, max_db=100.0).tolist()
+        ssims = ssim(crops, originals).tolist()
+        for i, index in enumerate(indices):
+            qualities[index] = psnrs[i], ssims[i]
+    return qualities
 
 
 def _encode(
