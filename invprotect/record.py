@@ -18,9 +18,9 @@ that only the protector's weights give. The tag (HMAC-SHA256 over the whole reco
 detects corruption and forgery before anything is decoded. The nonce is derived from the
 content (a synthetic IV), so protecting the same file twice gives the same bytes.
 
-Large images are protected as independent tiles (`invprotect.tiles`): their record
-keeps the same layout and version, with the tile layout in the private part; a record
-without one (every file protected before tiles existed) describes one untiled image.
+Large images are protected as tiles (`invprotect.tiles`): their record keeps the same
+layout and version, with the tile layout in the private part; a record without one
+(every file protected before tiles existed) describes one untiled image.
 
 Records of version 1 (written before records were sealed: plain digests, plain index
 map) are still read, with the key that wrote them, so files protected earlier recover.
@@ -419,16 +419,23 @@ def _check_tiles(record: RecoveryRecord, name: str) -> None:
     """Validate the tile layout of a tiled record (see `invprotect.tiles.TileLayout`).
 
     The residual of a tiled record is every tile's record bytes one after the other;
-    ``lengths`` splits it, ``digests`` names each protected tile's pixels.
+    ``lengths`` splits it, ``digests`` names each protected tile's pixels, and ``margin``
+    (absent: 0) is the context around each tile that its prediction saw.
     """
     tiles = record.extra["tiles"]
-    if not isinstance(tiles, dict) or set(tiles) != _TILE_FIELDS:
+    if not isinstance(tiles, dict) or set(tiles) - {"margin"} != _TILE_FIELDS:
         raise BadRecordError(
             f"{name}: record field 'tiles' must hold exactly {sorted(_TILE_FIELDS)}"
+            " and may hold 'margin'"
         )
     side, lengths, digests = tiles["side"], tiles["lengths"], tiles["digests"]
     if not _is_count(side) or not 0 < side <= MAX_SIDE:
         raise BadRecordError(f"{name}: record field 'tiles.side' is {side!r:.20}, out of range")
+    margin = tiles.get("margin", 0)
+    if not _is_count(margin) or margin >= side:
+        raise BadRecordError(
+            f"{name}: record field 'tiles.margin' is {margin!r:.20}, not 0 up to the side {side}"
+        )
     count = -(-record.height // side) * -(-record.width // side)
     if not (isinstance(lengths, list) and len(lengths) == count and all(map(_is_count, lengths))):
         raise BadRecordError(

@@ -48,7 +48,7 @@ def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def originals(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Real CIFAR-10 JPEGs plus PNGs of other sizes (a batch of their own, padding)."""
+    """Real CIFAR-10 JPEGs plus PNGs of other sizes (a batch of their own, padding, tiles)."""
     root = tmp_path_factory.mktemp("originals")
     sources = []
     for name in ("frog", "ship"):
@@ -59,6 +59,7 @@ def originals(cifar10_root: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     photo = Image.open(sources[0]).convert("RGB")
     photo.resize((64, 64), Image.BICUBIC).save(root / "big.png")
     photo.resize((47, 33), Image.BICUBIC).save(root / "odd.png")
+    photo.resize((600, 40), Image.BICUBIC).save(root / "wide.png")  # two tiles, in context
     return root
 
 
@@ -87,7 +88,7 @@ def test_recovery_on_other_code_paths_is_bit_exact(
     protected = tmp_path / "protected"
     _cli("protect", originals, protected, "--protector", key, env=NATIVE, threads=1)
     files = sorted(p for p in originals.rglob("*") if p.is_file())
-    assert len(files) == 10
+    assert len(files) == 11
     for name, env in (("avx2", AVX2), ("scalar", SCALAR)):
         recovered = tmp_path / name
         _cli("recover", protected, recovered, "--protector", key, env=env, threads=2)

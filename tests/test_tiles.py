@@ -1,6 +1,7 @@
 """Large images as tiles: the grid, runs by pixel budget, tiled files bit-exact through the folder
-pipeline, one altered tile detected (the others recovered exactly), untiled files of before still
-recovered, small images untiled, and tile layouts in records validated.
+pipeline, tiles in context protected as the whole image would be (no seams), one altered tile
+detected (the tiles out of its reach recovered exactly), untiled files and independent tiles of
+before still recovered, small images untiled, and tile layouts in records validated.
 
 Tiles are made small here (``TILE_SIDE`` patched to 64) so that a 200 px image has several.
 """
@@ -24,6 +25,7 @@ from invprotect.metrics import psnr, ssim
 from invprotect.models.raeg import RAEG
 from invprotect.record import RECORD_CHUNK, BadRecordError, RecordKeys, RecoveryRecord
 from invprotect.tiles import (
+    CONTEXT,
     Tile,
     TileLayout,
     by_budget,
@@ -111,30 +113,65 @@ def test_tiled_files_round_trip_bit_exactly(raeg: RAEG, small_tiles: int, tmp_pa
         assert _digest(tmp_path / "rec" / name) == _digest(src / name), name
 
 
-def test_one_altered_tile_is_detected_and_the_others_recover_exactly(
+def test_one_altered_tile_is_detected_and_the_tiles_out_of_its_reach_recover_exactly(
     raeg: RAEG, small_tiles: int, tmp_path: Path
 ) -> None:
     src = _tree(tmp_path)
     assert protect_tree(src, tmp_path / "prt", raeg).ok
     path = tmp_path / "prt" / "wide.png"
+    assert _record(path, raeg).extra["tiles"]["margin"] == CONTEXT
     chunks = read_chunks(path.read_bytes())
     with Image.open(path) as image:
         pixels = np.asarray(image).copy()
-    pixels[70:90, 70:100] ^= 0x20  # inside the tile at (64, 64) only
+    pixels[10:30, 10:40] ^= 0x20  # inside the tile at (0, 0) only
     path.write_bytes(encode_png(pixels, chunks))  # the record is kept, the pixels changed
 
     report = recover_tree(tmp_path / "prt", tmp_path / "rec", raeg)
     assert report.altered == ["wide.png"]
     assert report.mismatched == ["wide.png"]  # the manifest says it is not the original
-    assert any("1 of 12 tiles" in w and "(64, 64)" in w for w in report.warnings)
+    assert any("1 of 12 tiles" in w and "(0, 0)" in w for w in report.warnings)
     with Image.open(src / "wide.png") as image:
         original = np.asarray(image)
     with Image.open(tmp_path / "rec" / "wide.png") as image:
         recovered = np.asarray(image)
+    # the windows of the tiles at (0, 64), (64, 0) and (64, 64) reach into the altered tile
     outside = np.ones(original.shape[:2], bool)
-    outside[64:128, 64:128] = False
+    outside[:128, :128] = False
     assert np.array_equal(recovered[outside], original[outside])
-    assert not np.array_equal(recovered[64:128, 64:128], original[64:128, 64:128])
+    assert not np.array_equal(recovered[:64, :64], original[:64, :64])
+
+
+def test_tiles_in_context_are_protected_as_the_whole_image_is(
+    raeg: RAEG, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seams: each tile sees its neighbours, so its borders get the whole image's perturbation."""
+    image = torch.from_numpy(_photo(128, 192)).permute(2, 0, 1).contiguous()
+    whole = raeg.encode(image[None])[0][0].float()
+    border = torch.zeros(128, 192, dtype=torch.bool)
+    border[:, 60:68] = border[:, 124:132] = border[60:68, :] = True
+    in_context, layout, data = encode_tiles(raeg, image, 64)
+    restored, exact, altered = decode_tiles(raeg, in_context, data, layout)
+    assert layout.margin == CONTEXT and exact and not altered and torch.equal(restored, image)
+    monkeypatch.setattr(invprotect.tiles, "CONTEXT", 0)  # independent tiles, as before
+    alone, alone_layout, _ = encode_tiles(raeg, image, 64)
+    assert alone_layout.margin == 0 and "margin" not in alone_layout.to_dict()
+    off_in_context = (in_context.float() - whole).abs()[:, border].mean().item()
+    off_alone = (alone.float() - whole).abs()[:, border].mean().item()
+    assert off_in_context < off_alone / 10, (off_in_context, off_alone)
+
+
+def test_files_tiled_before_the_context_margin_still_recover(
+    raeg: RAEG, small_tiles: int, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    src = _tree(tmp_path)
+    monkeypatch.setattr(invprotect.tiles, "CONTEXT", 0)  # independent tiles, as before
+    assert protect_tree(src, tmp_path / "prt", raeg).ok
+    assert "margin" not in _record(tmp_path / "prt" / "wide.png", raeg).extra["tiles"]
+    monkeypatch.setattr(invprotect.tiles, "CONTEXT", 32)
+    back = recover_tree(tmp_path / "prt", tmp_path / "rec", raeg)
+    assert back.ok and back.written == 3 and not back.altered
+    for name in ("wide.png", "alpha.png"):
+        assert _digest(tmp_path / "rec" / name) == _digest(src / name), name
 
 
 def test_a_large_file_without_its_record_is_recovered_tile_by_tile(
@@ -236,6 +273,14 @@ def _sealed(extra: dict) -> bytes:
         ({"side": 64, "lengths": [5, 5, 0, 0, 0, 0], "digests": ["a"] * 6}, "malformed digest"),
         ({"side": 0, "lengths": [], "digests": []}, "tiles.side' is 0"),
         ({"side": 64, "lengths": [10]}, "must hold exactly"),
+        (
+            {"side": 64, "lengths": [2] * 5 + [0], "digests": ["a" * 64] * 6, "margin": 64},
+            "tiles.margin' is 64",
+        ),
+        (
+            {"side": 64, "lengths": [2] * 5 + [0], "digests": ["a" * 64] * 6, "margin": "8"},
+            "tiles.margin' is '8'",
+        ),
     ],
 )
 def test_record_tile_layouts_are_validated(tiles: dict, message: str) -> None:
@@ -244,6 +289,8 @@ def test_record_tile_layouts_are_validated(tiles: dict, message: str) -> None:
         RecoveryRecord.open(_sealed({"tiles": tiles}), keys, "f.png")
     good = {"side": 64, "lengths": [5, 5, 0, 0, 0, 0], "digests": ["a" * 64] * 6}
     assert RecoveryRecord.open(_sealed({"tiles": good}), keys).extra["tiles"] == good
+    in_context = {**good, "margin": 32}
+    assert RecoveryRecord.open(_sealed({"tiles": in_context}), keys).extra["tiles"] == in_context
 
 
 def test_a_layout_that_does_not_fit_the_protector_is_refused(raeg: RAEG) -> None:
@@ -251,9 +298,12 @@ def test_a_layout_that_does_not_fit_the_protector_is_refused(raeg: RAEG) -> None
     protected, layout, data = encode_tiles(raeg, image, 32)
     restored, exact, altered = decode_tiles(raeg, protected, data, layout)
     assert torch.equal(restored, image) and exact and not altered
-    bad_side = TileLayout(30, layout.lengths, layout.digests)
-    with pytest.raises(ValueError, match="not a multiple of the protector's side multiple 4"):
+    bad_side = TileLayout(30, layout.lengths, layout.digests, layout.margin)
+    with pytest.raises(ValueError, match="side 30 is not a multiple of the protector's side"):
         decode_tiles(raeg, protected, data, bad_side)
+    bad_margin = TileLayout(32, layout.lengths, layout.digests, 6)
+    with pytest.raises(ValueError, match="context margin 6 is not a multiple"):
+        decode_tiles(raeg, protected, data, bad_margin)
     with pytest.raises(ValueError, match="record holds 6 tiles"):
         decode_tiles(raeg, protected[:, :32], data, layout)
 

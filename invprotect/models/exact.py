@@ -94,9 +94,87 @@ class ExactCodec:
         if self.twin is None:
             protected = Protector.encode(self.protector, originals)[0]  # the float network
             return protected, self.residuals(originals, protected)
-        levels = _levels(self.twin.forward(originals.float() / 255))
-        protected = levels.clamp(0, 255).to(torch.uint8).cpu()
-        return protected, self._code(originals, protected, levels.cpu())
+        levels = self.protected_levels(originals)
+        protected = levels.clamp(0, 255).to(torch.uint8)
+        return protected, self._code(originals, protected, levels)
+
+    def protected_levels(self, originals: Tensor) -> Tensor:
+        """The twin's protected images as integer levels ``round(255 y)``, unclipped (CPU).
+
+        Saved clipped to ``[0, 255]``, they are the protected pixels `encode` returns.
+
+        Raises:
+            ValueError: If the protector has no fixed-point twin.
+        """
+        _check_uint8(originals, "originals")
+        return _levels(self._twin().forward(originals.float() / 255)).cpu()
+
+    def prediction(self, levels: Tensor) -> Tensor:
+        """``255 * inverse(levels / 255)``: what recovery rounds, from protected levels (CPU).
+
+        Raises:
+            ValueError: If the protector has no fixed-point twin.
+        """
+        self._twin()
+        return self._prediction(levels)
+
+    def code(
+        self, originals: Tensor, protected: Tensor, levels: Tensor, values: Tensor
+    ) -> list[bytes]:
+        """Coding-1 residuals of ``uint8`` originals against a `prediction` ``values``.
+
+        ``levels`` are the protected levels (`protected_levels`), ``protected`` the same
+        clipped to 8 bits; ``values`` may come from a larger window than the images (a
+        tile's context, `invprotect.tiles`), as long as recovery computes them alike.
+        """
+        blobs = []
+        for image, saved, level, value in zip(originals, protected, levels, values, strict=True):
+            overflow = (level - saved.float()).abs()[_at_bounds(saved)].to(torch.int64)
+            prediction, groups, signs = _context(value)
+            difference = (image.to(torch.int64) - prediction) * signs
+            order = torch.argsort(groups.flatten(), stable=True)
+            blobs.append(_pack(overflow.numpy(), difference.flatten()[order].numpy()))
+        return blobs
+
+    def unpack(self, protected: Tensor, blobs: list[bytes]) -> tuple[Tensor, list[np.ndarray]]:
+        """The protected levels and the residuals of `code`: the first half of `restore`.
+
+        Raises:
+            ValueError: If a residual is corrupt or does not fit its image.
+        """
+        rests = []
+        levels = protected.float()
+        for index, (saved, blob) in enumerate(zip(protected, blobs, strict=True)):
+            bounds = _at_bounds(saved)
+            overflow, rest = _unpack(blob, int(bounds.sum()), saved.numel())
+            signed = torch.where(saved[bounds] == 0, -overflow, overflow).float()
+            levels[index][bounds] += signed
+            rests.append(rest)
+        return levels, rests
+
+    def combine(self, values: Tensor, rests: list[np.ndarray]) -> Tensor:
+        """The ``uint8`` originals from a `prediction` and `unpack`'s residuals.
+
+        Raises:
+            ValueError: If a residual restores values outside ``0..255`` (it is corrupt).
+        """
+        restored = []
+        for value, rest in zip(values, rests, strict=True):
+            prediction, groups, signs = _context(value)
+            difference = torch.empty(value.numel(), dtype=torch.int64)
+            difference[torch.argsort(groups.flatten(), stable=True)] = torch.from_numpy(rest)
+            original = prediction + difference.view(value.shape) * signs
+            if original.min() < 0 or original.max() > 255:
+                raise ValueError("residual is corrupt (it restores values outside 0..255)")
+            restored.append(original.to(torch.uint8))
+        return torch.stack(restored)
+
+    def _twin(self) -> FixedPointUNet:
+        if self.twin is None:
+            raise ValueError(
+                "this protector's architecture has no fixed-point network (residual coding 0)"
+            )
+        return self.twin
 
     def residuals(self, originals: Tensor, protected: Tensor) -> list[bytes]:
         """Per image, the coded difference between the original and the prediction.
@@ -159,37 +237,11 @@ class ExactCodec:
         return torch.nan_to_num(values, nan=0.0, posinf=1e6, neginf=-1e6).clamp_(-1e6, 1e6)
 
     def _code(self, originals: Tensor, protected: Tensor, levels: Tensor) -> list[bytes]:
-        values = self._prediction(levels)
-        blobs = []
-        for image, saved, level, value in zip(originals, protected, levels, values, strict=True):
-            overflow = (level - saved.float()).abs()[_at_bounds(saved)].to(torch.int64)
-            prediction, groups, signs = _context(value)
-            difference = (image.to(torch.int64) - prediction) * signs
-            order = torch.argsort(groups.flatten(), stable=True)
-            blobs.append(_pack(overflow.numpy(), difference.flatten()[order].numpy()))
-        return blobs
+        return self.code(originals, protected, levels, self._prediction(levels))
 
     def _restore(self, protected: Tensor, blobs: list[bytes]) -> Tensor:
-        overflows, rests = [], []
-        levels = protected.float()
-        for index, (saved, blob) in enumerate(zip(protected, blobs, strict=True)):
-            bounds = _at_bounds(saved)
-            overflow, rest = _unpack(blob, int(bounds.sum()), saved.numel())
-            signed = torch.where(saved[bounds] == 0, -overflow, overflow).float()
-            levels[index][bounds] += signed
-            overflows.append(overflow)
-            rests.append(rest)
-        values = self._prediction(levels)
-        restored = []
-        for value, rest in zip(values, rests, strict=True):
-            prediction, groups, signs = _context(value)
-            difference = torch.empty(value.numel(), dtype=torch.int64)
-            difference[torch.argsort(groups.flatten(), stable=True)] = torch.from_numpy(rest)
-            original = prediction + difference.view(value.shape) * signs
-            if original.min() < 0 or original.max() > 255:
-                raise ValueError("residual is corrupt (it restores values outside 0..255)")
-            restored.append(original.to(torch.uint8))
-        return torch.stack(restored)
+        levels, rests = self.unpack(protected, blobs)
+        return self.combine(self._prediction(levels), rests)
 
     def _legacy_model(self) -> nn.Module:
         if self._legacy is None:
