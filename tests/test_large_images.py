@@ -19,9 +19,9 @@ from PIL import Image
 
 LIMIT_BYTES = 2 * 2**30
 """Bounded memory: before tiles this photo needed about 10 GB. Issue 16's bar (1.5 GB) is a
-benchmark figure (`benchmarks/bench_sizes.py`: 969 MiB with tiles in context; 1.07 GB for this run alone), but the
-same run inside the parallel test suite once peaked at 1.46 GiB, for a reason not yet found, so
-the test asserts a bound with room for that."""
+benchmark figure (`benchmarks/bench_sizes.py`: 969 MiB with tiles in context; 1.07 GB for this
+run alone), but the same run inside the parallel test suite once peaked at 1.46 GiB, for a reason
+not yet found, so the test asserts a bound with room for that."""
 
 _RUN = """
 import json, resource, sys
