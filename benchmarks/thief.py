@@ -20,6 +20,8 @@ Steps:
      than any ComDefend the protector trained through);
    * ``adversarial``: PGD adversarial training on the protected images (8/255, step 2/255,
      ``--pgd-steps`` steps);
+   * ``originals-adversarial``: the same training on the originals, the reference for the row
+     above (adversarial training costs clean accuracy on any set);
    * ``learned-inverse``: a U-Net trained on ``--leaked-count`` leaked (original,
      protected) pairs undoes the protection on the whole set (BridgePure);
    * ``key-holder``: the key holder on the recovered set. When every image was recovered
@@ -112,6 +114,9 @@ def matrix_rows(comdefend: Path | None, leaked_count: int) -> dict[str, Row]:
         "comdefend": Row("protected, ComDefend (thief's)", "protected", f"comdefend{weights}"),
         "bitdepth2": Row("protected, bit depth 2", "protected", "bit_depth:bits=2"),
         "adversarial": Row("protected, PGD adversarial training", "protected", adversarial=True),
+        "originals-adversarial": Row(
+            "originals, PGD adversarial training", "originals", adversarial=True
+        ),
         "learned-inverse": Row(
             f"protected, learned inverse ({leaked_count} pairs)", "protected", LEARNED_INVERSE
         ),
