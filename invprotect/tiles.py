@@ -110,8 +110,7 @@ class TileLayout:
 
         ``margin`` is left out when it is 0, so independent tiles keep their old bytes.
         """
-        data: dict[str, Any] = {"side": self.side, "lengths": self.lengths}
-        data["digests"] = self.digests
+        data: dict[str, Any] = {"side": self.side, "lengths": self.lengths, "digests": self.digests}
         if self.margin:
             data["margin"] = self.margin
         return data
