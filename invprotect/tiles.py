@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from invprotect.files.images import rgb_digest
 from invprotect.metrics import ssim
-from invprotect.models.exact import ExactCodec
+from invprotect.models.exact import ExactCodec, at_bounds
 from invprotect.models.protector import Protector
 
 TILE_SIDE = 512
@@ -266,14 +266,14 @@ def _encode_in_context(
             inner = tiles[index].within(windows[index]).of(window_levels)
             saved = inner.clamp(0, 255).to(torch.uint8)
             tiles[index].of(protected).copy_(saved)
-            overflows[index] = (inner - saved.float())[(saved == 0) | (saved == 255)]
+            overflows[index] = (inner - saved.float())[at_bounds(saved)]
     parts: list[bytes] = [b""] * len(tiles)
     for run in _context_runs(tiles, windows, budget):
         levels = []
         for index in run:
             saved = tiles[index].of(protected)
             level = saved.float()
-            level[(saved == 0) | (saved == 255)] += overflows[index]
+            level[at_bounds(saved)] += overflows[index]
             levels.append(level)
         values = _predictions(codec, protected, tiles, windows, run, levels)
         records = codec.code(

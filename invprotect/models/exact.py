@@ -129,7 +129,7 @@ class ExactCodec:
         """
         blobs = []
         for image, saved, level, value in zip(originals, protected, levels, values, strict=True):
-            overflow = (level - saved.float()).abs()[_at_bounds(saved)].to(torch.int64)
+            overflow = (level - saved.float()).abs()[at_bounds(saved)].to(torch.int64)
             prediction, groups, signs = _context(value)
             difference = (image.to(torch.int64) - prediction) * signs
             order = torch.argsort(groups.flatten(), stable=True)
@@ -145,7 +145,7 @@ class ExactCodec:
         rests = []
         levels = protected.float()
         for index, (saved, blob) in enumerate(zip(protected, blobs, strict=True)):
-            bounds = _at_bounds(saved)
+            bounds = at_bounds(saved)
             overflow, rest = _unpack(blob, int(bounds.sum()), saved.numel())
             signed = torch.where(saved[bounds] == 0, -overflow, overflow).float()
             levels[index][bounds] += signed
@@ -300,7 +300,7 @@ def _levels(output: Tensor) -> Tensor:
     return levels.clamp_(-OVERFLOW_LIMIT, 255 + OVERFLOW_LIMIT)
 
 
-def _at_bounds(saved: Tensor) -> Tensor:
+def at_bounds(saved: Tensor) -> Tensor:
     """Where a saved image is 0 or 255 (where clipping may have happened)."""
     return (saved == 0) | (saved == 255)
 
