@@ -4,8 +4,11 @@
 records the files hold) and counts bit-exact recoveries; on a GPU that exact path is slow
 (50,000 images did not finish in 280 s on an H200). This script takes the protected pixels
 from the float network rounded to 8 bits (`recipe_scan.protect_images`), which may differ
-from the files' pixels at rounding ties, cleans them with the thief's defence, trains a
-pirate on them and scores it on the clean test images after every epoch. It is what the
+from the files' pixels at rounding ties, and hands them to `train_pirate`: cleaned with the
+thief's defence (a registered spec, ``none`` or ``learned-inverse``, the latter trained on
+``--leaked-count`` pairs of the same run), then a pirate trained on them (adversarially with
+``--pgd-steps``) and scored on the clean test images after every epoch. ``--images
+originals`` trains on the originals instead, the reference of each row. It is what the
 2026-11-30 GPU rows of docs/results.md ran.
 
 Example::
@@ -21,45 +24,83 @@ import json
 import time
 from pathlib import Path
 
-from common import machine
-from recipe_scan import like, pirate, protect_images, purify
+import torch
+from common import machine, subset_index
+from recipe_scan import like, protect_images
 
-from invprotect.data import default_cache_dir, load_image_set, train_test_split
+from invprotect.data import default_cache_dir, load_image_set, scan_image_folder
 from invprotect.models import RAEG
+from invprotect.training.adversarial import PGDConfig
+from invprotect.training.pirate import LEARNED_INVERSE, PirateProgress, train_pirate
+
+
+def _show(event: PirateProgress) -> None:
+    """Print each epoch's accuracy (and the learned inverse's last step) as it comes."""
+    if "test accuracy" in event.status or event.done == event.total:
+        print(f"{event.stage} {event.done}/{event.total} {event.status}", flush=True)
 
 
 def main() -> None:
     """Run the cell and write its JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--protector", type=Path, required=True)
-    parser.add_argument("--defence", default="none", help="a defence spec, none or originals")
+    parser.add_argument("--defence", default="none", help="a defence spec, none or learned-inverse")
+    parser.add_argument("--images", choices=["protected", "originals"], default="protected")
+    parser.add_argument("--pgd-steps", type=int, default=0, help="PGD adversarial training: steps")
+    parser.add_argument("--leaked-count", type=int, default=500)
     parser.add_argument("--arch", default="resnet_small")
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/cifar10"))
+    parser.add_argument("--train-images", type=int, default=None, help="default: all")
+    parser.add_argument("--test-images", type=int, default=None, help="default: all")
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="default: torch's")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     started = time.time()
-    train_index, test_index = train_test_split(args.data)
-    train = load_image_set(train_index, None, default_cache_dir())
-    test = load_image_set(test_index, None, default_cache_dir())
-    if args.defence == "originals":
-        images = train.images
-    else:
+    train = load_image_set(
+        subset_index(scan_image_folder(args.data / "train"), args.train_images, args.seed),
+        None,
+        default_cache_dir(),
+    )
+    test = load_image_set(
+        subset_index(scan_image_folder(args.data / "test"), args.test_images, args.seed),
+        None,
+        default_cache_dir(),
+    )
+    images = train
+    if args.images == "protected":
         protected = protect_images(RAEG.load(args.protector, args.device), train.images)
-        images = purify(args.defence, protected)
-    accuracy = pirate(args.arch, like(train, images), test, args.epochs, args.seed, args.device)
+        images = like(train, protected)
+    report = train_pirate(
+        images,
+        test,
+        args.defence,
+        args.arch,
+        args.epochs,
+        adversarial=PGDConfig(steps=args.pgd_steps) if args.pgd_steps else None,
+        leaked_originals=train if args.defence.startswith(LEARNED_INVERSE) else None,
+        leaked_count=args.leaked_count,
+        seed=args.seed,
+        device=args.device,
+        progress=_show,
+    )
     result = {
         "defence": args.defence,
+        "images": args.images,
+        "pgd_steps": args.pgd_steps,
         "arch": args.arch,
-        "accuracy": accuracy,
+        "accuracy": [round(value, 4) for value in report.accuracy],
+        "report": report.to_dict(),
         "protector": str(args.protector),
         "wall_s": round(time.time() - started, 1),
         "machine": machine(),
     }
     args.out.write_text(json.dumps(result, indent=1))
-    print(json.dumps(result))
+    print(json.dumps({key: result[key] for key in ("defence", "arch", "accuracy", "wall_s")}))
 
 
 if __name__ == "__main__":
