@@ -8,8 +8,9 @@ from the files' pixels at rounding ties, and hands them to `train_pirate`: clean
 thief's defence (a registered spec, ``none`` or ``learned-inverse``, the latter trained on
 ``--leaked-count`` pairs of the same run), then a pirate trained on them (adversarially with
 ``--pgd-steps``) and scored on the clean test images after every epoch. ``--images
-originals`` trains on the originals instead, the reference of each row. It is what the
-2026-11-30 GPU rows of docs/results.md ran.
+originals`` trains on the originals instead, the reference of each row; ``--pixels DIR``
+on the poisoned set that `poison_probe.py` saved there. It is what the 2026-11-30 GPU rows
+of docs/results.md ran.
 
 Example::
 
@@ -28,6 +29,7 @@ import torch
 from common import machine, subset_index
 from recipe_scan import like, protect_images
 
+from invprotect.checkpoint import load_checkpoint
 from invprotect.data import default_cache_dir, load_image_set, scan_image_folder
 from invprotect.models import RAEG
 from invprotect.training.adversarial import PGDConfig
@@ -46,6 +48,7 @@ def main() -> None:
     parser.add_argument("--protector", type=Path, required=True)
     parser.add_argument("--defence", default="none", help="a defence spec, none or learned-inverse")
     parser.add_argument("--images", choices=["protected", "originals"], default="protected")
+    parser.add_argument("--pixels", type=Path, default=None, help="a poison_probe.py set")
     parser.add_argument("--pgd-steps", type=int, default=0, help="PGD adversarial training: steps")
     parser.add_argument("--leaked-count", type=int, default=500)
     parser.add_argument("--arch", default="resnet_small")
@@ -72,7 +75,12 @@ def main() -> None:
         default_cache_dir(),
     )
     images = train
-    if args.images == "protected":
+    if args.pixels is not None:
+        tensors, config = load_checkpoint(args.pixels)
+        if (config["train_images_arg"], config["seed"]) != (args.train_images, args.seed):
+            raise SystemExit(f"{args.pixels} holds another subset: give its --train-images, --seed")
+        images = like(train, tensors["pixels"])
+    elif args.images == "protected":
         protected = protect_images(RAEG.load(args.protector, args.device), train.images)
         images = like(train, protected)
     report = train_pirate(
@@ -91,6 +99,7 @@ def main() -> None:
     result = {
         "defence": args.defence,
         "images": args.images,
+        "pixels": None if args.pixels is None else str(args.pixels),
         "pgd_steps": args.pgd_steps,
         "arch": args.arch,
         "accuracy": [round(value, 4) for value in report.accuracy],
