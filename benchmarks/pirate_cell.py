@@ -8,9 +8,11 @@ from the files' pixels at rounding ties, and hands them to `train_pirate`: clean
 thief's defence (a registered spec, ``none`` or ``learned-inverse``, the latter trained on
 ``--leaked-count`` pairs of the same run), then a pirate trained on them (adversarially with
 ``--pgd-steps``) and scored on the clean test images after every epoch. ``--images
-originals`` trains on the originals instead, the reference of each row; ``--pixels DIR``
-on the poisoned set that `poison_probe.py` saved there. It is what the 2026-11-30 GPU rows
-of docs/results.md ran.
+originals`` trains on the originals instead, the reference of each row; ``--poison-steps``
+refines the protected images with `invprotect.models.poison.TargetedPoison` against
+``--targets``; ``--save-pixels DIR`` keeps the training images (before the defence) for
+other cells; ``--pixels DIR`` trains on the set that `poison_probe.py` or ``--save-pixels``
+saved there. It is what the GPU rows of docs/results.md ran.
 
 Example::
 
@@ -28,10 +30,13 @@ from pathlib import Path
 import torch
 from common import machine, subset_index
 from recipe_scan import like, protect_images
+from torch import Tensor
 
-from invprotect.checkpoint import load_checkpoint
+from invprotect.checkpoint import load_checkpoint, save_checkpoint
 from invprotect.data import default_cache_dir, load_image_set, scan_image_folder
 from invprotect.models import RAEG
+from invprotect.models.poison import PoisonConfig
+from invprotect.protectors import load_protector
 from invprotect.training.adversarial import PGDConfig
 from invprotect.training.pirate import LEARNED_INVERSE, PirateProgress, train_pirate
 
@@ -42,6 +47,25 @@ def _show(event: PirateProgress) -> None:
         print(f"{event.stage} {event.done}/{event.total} {event.status}", flush=True)
 
 
+def poison_images(args: argparse.Namespace, originals: Tensor, protected: Tensor) -> Tensor:
+    """``protected`` refined by `TargetedPoison` against ``--targets``, in batches."""
+    protector = load_protector(
+        args.protector, args.device, args.targets, PoisonConfig(steps=args.poison_steps)
+    )
+    assert isinstance(protector, RAEG) and protector.poison is not None
+    refine = protector.poison.refine
+    out = [
+        refine(chunk, levels.float()).to(torch.uint8)
+        for chunk, levels in zip(originals.split(1000), protected.split(1000), strict=True)
+    ]
+    return torch.cat(out)
+
+
+def vars_of(args: argparse.Namespace) -> dict[str, str]:
+    """The options, JSON-serialisable."""
+    return {key: str(value) for key, value in vars(args).items()}
+
+
 def main() -> None:
     """Run the cell and write its JSON."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -49,6 +73,9 @@ def main() -> None:
     parser.add_argument("--defence", default="none", help="a defence spec, none or learned-inverse")
     parser.add_argument("--images", choices=["protected", "originals"], default="protected")
     parser.add_argument("--pixels", type=Path, default=None, help="a poison_probe.py set")
+    parser.add_argument("--poison-steps", type=int, default=0, help="a targeted poison on top")
+    parser.add_argument("--targets", type=Path, nargs="*", default=[], help="what it attacks")
+    parser.add_argument("--save-pixels", type=Path, default=None, help="keep them for --pixels")
     parser.add_argument("--pgd-steps", type=int, default=0, help="PGD adversarial training: steps")
     parser.add_argument("--leaked-count", type=int, default=500)
     parser.add_argument("--arch", default="resnet_small")
@@ -82,7 +109,12 @@ def main() -> None:
         images = like(train, tensors["pixels"])
     elif args.images == "protected":
         protected = protect_images(RAEG.load(args.protector, args.device), train.images)
+        if args.poison_steps:
+            protected = poison_images(args, train.images, protected)
         images = like(train, protected)
+    if args.save_pixels is not None:
+        settings = {"train_images_arg": args.train_images, "seed": args.seed}
+        save_checkpoint(args.save_pixels, {"pixels": images.images}, vars_of(args) | settings)
     report = train_pirate(
         images,
         test,
@@ -101,6 +133,8 @@ def main() -> None:
         "images": args.images,
         "pixels": None if args.pixels is None else str(args.pixels),
         "pgd_steps": args.pgd_steps,
+        "poison_steps": args.poison_steps,
+        "targets": [str(path) for path in args.targets],
         "arch": args.arch,
         "accuracy": [round(value, 4) for value in report.accuracy],
         "report": report.to_dict(),

@@ -17,6 +17,7 @@ import torch
 import invprotect.models  # noqa: F401  (registers RAEG)
 from invprotect.baselines import create_baseline, is_baseline, list_baselines
 from invprotect.checkpoint import CheckpointError
+from invprotect.models.poison import PoisonConfig, TargetedPoison
 from invprotect.models.protector import PROTECTORS, Checkpoint, Protector
 from invprotect.targets import Classifier, Ensemble
 
@@ -27,6 +28,7 @@ def load_protector(
     spec: str | Path,
     device: torch.device | str | None = None,
     targets: Sequence[str | Path] = (),
+    poison: PoisonConfig | None = None,
 ) -> Protector:
     """The protector named by ``spec``.
 
@@ -37,18 +39,34 @@ def load_protector(
         spec: A protector checkpoint directory or a baseline's name.
         device: Where to compute (default: the CPU).
         targets: Classifier checkpoints a baseline attacks when protecting (their
-            ensemble); ignored for `RAEG`, which was trained against its targets.
+            ensemble); for `RAEG`, what ``poison`` attacks (else they are not used: the
+            network was trained against its targets).
+        poison: Settings of a targeted poison that refines every protected image
+            (`invprotect.models.poison`); ``None`` or 0 steps: none.
 
     Raises:
         CheckpointError: If ``spec`` is neither a protector checkpoint nor a baseline name.
+        ValueError: If a poison is asked for without targets, of classifiers that
+            disagree on their input size, or of a protector that cannot add one.
     """
     device = torch.device(device or "cpu")
     if isinstance(spec, str) and is_baseline(spec):
-        return create_baseline(spec, _ensemble(targets, device))
-    path = Path(spec)
+        protector = create_baseline(spec, _ensemble(targets, device))
+    else:
+        protector = _from_checkpoint(Path(spec), device, targets)
+    if poison is not None and poison.steps > 0:
+        try:
+            protector.use_poison(_poison(targets, device, poison))
+        except TypeError as error:  # a protector whose records cannot code a refined image
+            raise ValueError(str(error)) from None
+    return protector
+
+
+def _from_checkpoint(path: Path, device: torch.device, targets: Sequence[str | Path]) -> Protector:
+    """The protector saved in ``path`` (a baseline's with its targets)."""
     if not path.exists():
         raise CheckpointError(
-            f"{spec} is neither a protector checkpoint nor a baseline "
+            f"{path} is neither a protector checkpoint nor a baseline "
             f"({', '.join(list_baselines())})"
         )
     checkpoint = Checkpoint.read(path)  # refuses pickles and incomplete checkpoints
@@ -60,6 +78,19 @@ def load_protector(
     if cls.attacks_targets:
         protector.use_targets(_ensemble(targets, device))
     return protector
+
+
+def _poison(
+    targets: Sequence[str | Path], device: torch.device, config: PoisonConfig
+) -> TargetedPoison:
+    """The poison of ``config`` against the ensemble of ``targets``."""
+    ensemble = _ensemble(targets, device)
+    if ensemble is None:
+        raise ValueError("the targeted poison attacks classifiers: pass them with --targets")
+    sizes = {member.input_size for member in ensemble.members}
+    if len(sizes) != 1:
+        raise ValueError(f"the poison's classifiers take different image sizes: {sorted(sizes)}")
+    return TargetedPoison(ensemble, sizes.pop(), config)
 
 
 def _ensemble(targets: Sequence[str | Path], device: torch.device) -> Ensemble | None:

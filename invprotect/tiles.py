@@ -201,8 +201,14 @@ def encode_tiles(
 
     Raises:
         ValueError: If the protector refuses a tile (such as one too small for a
-            baseline's embedded data).
+            baseline's embedded data), or adds a targeted poison (whole images only).
     """
+    if protector.poisons:
+        raise ValueError(
+            f"this {image.shape[-1]}x{image.shape[-2]} image is protected as tiles, and the "
+            "targeted poison attacks whole images of its classifiers' size: protect it "
+            "without --poison-steps"
+        )
     tiles = tile_grid(image.shape[-2], image.shape[-1], side)
     codec = _context_codec(protector)
     margin = -(-CONTEXT // protector.side_multiple) * protector.side_multiple

@@ -16,6 +16,7 @@ import typer
 from invprotect.checkpoint import CheckpointError
 from invprotect.cli.progress import fail
 from invprotect.device import DEVICE_CHOICES, pick_device, set_threads
+from invprotect.models.poison import PoisonConfig
 from invprotect.models.protector import Protector
 from invprotect.protectors import load_protector
 from invprotect.targets import list_archs
@@ -64,7 +65,10 @@ PROTECTOR_HELP = (
 )
 """What ``--protector`` names, for the commands that protect or measure with it."""
 
-TARGETS_HELP = "Classifier checkpoints a baseline attacks to protect (repeat the option)."
+TARGETS_HELP = (
+    "Classifier checkpoints a baseline attacks to protect, or --poison-steps attacks "
+    "(repeat the option)."
+)
 """What ``--targets`` gives a baseline protector."""
 
 ProtectorOption = Annotated[str, typer.Option(metavar="PATH|NAME", help=PROTECTOR_HELP)]
@@ -75,6 +79,28 @@ TargetsOption = Annotated[
     typer.Option(metavar="PATH", help=TARGETS_HELP),
 ]
 """``--targets`` of ``protect`` and ``recover`` (what a baseline protector attacks)."""
+
+PoisonStepsOption = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        metavar="N",
+        help=(
+            "Refine each protected image with N steps of a targeted poison against the "
+            "--targets classifiers (a RAEG key; whole images of their size): a pirate who "
+            "trains on the set learns far less. 0: the network alone."
+        ),
+    ),
+]
+"""``--poison-steps`` of ``protect`` (`invprotect.models.poison`)."""
+
+PoisonEpsilonOption = Annotated[
+    int,
+    typer.Option(
+        min=1, max=255, metavar="LEVELS", help="Largest change of a value by the poison (8-bit)."
+    ),
+]
+"""``--poison-epsilon`` of ``protect``."""
 
 FileBatchOption = Annotated[int, typer.Option(min=1, metavar="N", help="Images per batch.")]
 """``--batch-size`` of the folder commands ``protect`` and ``recover``."""
@@ -120,15 +146,20 @@ TargetPsnrOption = Annotated[float, typer.Option(help="Wanted PSNR of protected 
 
 
 def load_protector_option(
-    spec: str, device: str, targets: list[Path] | None, protecting: bool
+    spec: str,
+    device: str,
+    targets: list[Path] | None,
+    protecting: bool,
+    poison: PoisonConfig | None = None,
 ) -> Protector:
     """The protector of ``--protector``; a baseline must have ``--targets`` to protect.
 
     Raises:
-        typer.Exit: With code 2 if it cannot be loaded, or cannot protect without targets.
+        typer.Exit: With code 2 if it cannot be loaded, cannot protect without targets,
+            or cannot add the ``poison``.
     """
     try:
-        protector = load_protector(spec, pick_device(device), targets or [])
+        protector = load_protector(spec, pick_device(device), targets or [], poison)
     except (CheckpointError, ValueError) as error:
         raise fail(f"cannot load the protector {spec}: {error}") from None
     if protecting and not protector.can_protect:

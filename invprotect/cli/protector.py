@@ -21,6 +21,8 @@ from invprotect.cli.app import app
 from invprotect.cli.options import (
     DeviceOption,
     FileBatchOption,
+    PoisonEpsilonOption,
+    PoisonStepsOption,
     ProtectorOption,
     StepBatchOption,
     TargetPsnrOption,
@@ -38,6 +40,7 @@ from invprotect.files.protect import protect_tree
 from invprotect.files.recover import recover_tree
 from invprotect.files.tree import TreeReport
 from invprotect.models import RAEG_PRESETS
+from invprotect.models.poison import PoisonConfig
 from invprotect.sharding import Shard, worker_device
 from invprotect.training import ProtectorRunConfig, run_protector_training
 from invprotect.training.protector import ProtectorTrainingConfig
@@ -226,6 +229,7 @@ def _run_tree(
     batch_size: int,
     device: str,
     shard: Shard | None,
+    poison: PoisonConfig | None = None,
 ) -> TreeReport:
     shard = resolve_shard(shard)
     _check_destination(src, dst)
@@ -233,7 +237,7 @@ def _run_tree(
         device = str(worker_device(pick_device(device)))
     except ValueError as error:
         raise fail(str(error)) from None
-    loaded = load_protector_option(protector, device, targets, command == "protect")
+    loaded = load_protector_option(protector, device, targets, command == "protect", poison)
     root = dst.parent if src.is_file() and dst.suffix.lower() == ".png" else dst
     manifest = root / MANIFEST
     before: dict[str, dict] = {}
@@ -270,6 +274,8 @@ def protect(
     ],
     protector: ProtectorOption,
     targets: TargetsOption = None,
+    poison_steps: PoisonStepsOption = 0,
+    poison_epsilon: PoisonEpsilonOption = 8,
     batch_size: FileBatchOption = 64,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
@@ -280,9 +286,11 @@ def protect(
     Ends with one line of quality: files written and the mean PSNR (and SSIM, where the
     manifest records it) of the protected images against the originals. With --shard
     (or under torchrun) only one shard's files; the shards together write the same
-    files and one manifest (see docs/scaling.md).
+    files and one manifest (see docs/scaling.md). With --poison-steps, each image is
+    also refined into a targeted poison against --targets (see docs/thief.md).
     """
-    _run_tree("protect", src, dst, protector, targets, batch_size, device, shard)
+    poison = PoisonConfig(steps=poison_steps, epsilon=poison_epsilon) if poison_steps else None
+    _run_tree("protect", src, dst, protector, targets, batch_size, device, shard, poison)
 
 
 @app.command("recover")

@@ -45,6 +45,7 @@ import lzma
 import struct
 import weakref
 import zlib
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -53,6 +54,8 @@ from torch import Tensor, nn
 from invprotect.models.fixed_point import FixedPointUNet, supports
 from invprotect.models.protector import Protector
 
+Refinement = Callable[[Tensor, Tensor], Tensor]
+"""``(uint8 originals, protected levels) -> new protected levels`` (floats holding integers)."""
 CODING = 1
 """First byte of a residual written by this version (coding 0 residuals are zlib streams)."""
 OVERFLOW_LIMIT = 65535
@@ -84,17 +87,26 @@ class ExactCodec:
         """The coding `residuals` and `encode` write: 1 with the twin, else 0."""
         return CODING if self.twin is not None else 0
 
-    def encode(self, originals: Tensor) -> tuple[Tensor, list[bytes]]:
+    def encode(
+        self, originals: Tensor, refine: Refinement | None = None
+    ) -> tuple[Tensor, list[bytes]]:
         """Protect ``uint8`` originals ``(B, 3, H, W)``: protected ``uint8`` images and residuals.
 
         With the twin, the protected images are the twin's forward pass (the same bits on
-        every machine); otherwise the protector's own `protect`.
+        every machine); otherwise the protector's own `protect`. ``refine`` (such as
+        `invprotect.models.poison.TargetedPoison.refine`) may change those levels before
+        they are saved: the residual codes the original against whatever is saved, so
+        recovery stays bit for bit.
         """
         _check_uint8(originals, "originals")
         if self.twin is None:
             protected = Protector.encode(self.protector, originals)[0]  # the float network
+            if refine is not None:
+                protected = refine(originals, protected.float()).clamp(0, 255).to(torch.uint8)
             return protected, self.residuals(originals, protected)
         levels = self.protected_levels(originals)
+        if refine is not None:
+            levels = refine(originals, levels)
         protected = levels.clamp(0, 255).to(torch.uint8)
         return protected, self._code(originals, protected, levels)
 

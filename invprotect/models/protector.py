@@ -34,6 +34,7 @@ from invprotect._registry import Registry
 from invprotect.checkpoint import CheckpointError, load_checkpoint
 
 if TYPE_CHECKING:
+    from invprotect.models.poison import TargetedPoison
     from invprotect.record import RecordKeys
 
 __all__ = [
@@ -154,6 +155,22 @@ class Protector(abc.ABC):
             TypeError: For a protector that does not attack target classifiers.
         """
         raise TypeError(f"{type(self).__name__} does not attack target classifiers when protecting")
+
+    @property
+    def poisons(self) -> bool:
+        """Whether `encode` refines images with a targeted poison (see `use_poison`)."""
+        return False
+
+    def use_poison(self, poison: TargetedPoison | None) -> None:
+        """Refine every protected image with ``poison``; only for protectors with exact records.
+
+        Raises:
+            TypeError: For a protector whose records cannot code a refined image.
+        """
+        raise TypeError(
+            f"{type(self).__name__} cannot add a targeted poison: its records do not code "
+            "refined images (only a RAEG key does)"
+        )
 
     def encode(self, originals: Tensor) -> tuple[Tensor, list[bytes]]:
         """Protected 8-bit images and, per image, the bytes recovery needs beside the pixels.

@@ -31,6 +31,7 @@ from invprotect.checkpoint import CheckpointError, load_module, save_checkpoint
 from invprotect.models.discriminator import Discriminator
 from invprotect.models.encoder_decoder import EncoderDecoder
 from invprotect.models.exact import ExactCodec
+from invprotect.models.poison import TargetedPoison
 from invprotect.models.protector import Checkpoint, Protector, register_protector
 
 ARCHITECTURES = ("invertible", "encoder-decoder")
@@ -204,6 +205,7 @@ class RAEG(nn.Module, Protector):
     def __init__(self, config: RAEGConfig, metadata: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.config = config
+        self.poison: TargetedPoison | None = None
         self.generator: InvertibleUNet | EncoderDecoder
         if config.architecture == "invertible":
             self.generator = InvertibleUNet(
@@ -278,10 +280,27 @@ class RAEG(nn.Module, Protector):
         """``0``: the residual in each record makes recovery bit for bit."""
         return 0.0
 
+    @property
+    def poisons(self) -> bool:
+        """Whether `encode` refines images with a targeted poison (`use_poison`)."""
+        return self.poison is not None
+
+    def use_poison(self, poison: TargetedPoison | None) -> None:
+        """Refine every protected image with ``poison`` (``None``: the network's images alone).
+
+        Recovery needs nothing more: the residual codes the original against the refined
+        image, so files protected with or without a poison recover with the same key.
+        """
+        self.poison = poison
+
     @torch.no_grad()
     def encode(self, originals: Tensor) -> tuple[Tensor, list[bytes]]:
-        """Protected 8-bit images and their residuals (see `ExactCodec.encode`)."""
-        return ExactCodec(self).encode(originals)
+        """Protected 8-bit images and their residuals (see `ExactCodec.encode`).
+
+        With a poison (`use_poison`), the network's images are refined by it first.
+        """
+        refine = None if self.poison is None else self.poison.refine
+        return ExactCodec(self).encode(originals, refine)
 
     def decode(self, protected: Tensor, records: list[bytes]) -> tuple[Tensor, list[bool]]:
         """The originals, bit for bit, from protected 8-bit images and their residuals.

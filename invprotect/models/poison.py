@@ -1,0 +1,144 @@
+"""A targeted poison on top of the network: protected pixels that also poison a pirate's training.
+
+A network gives every image the perturbation it learnt; a pirate who trains on the protected
+set learns the objects through it (docs/results.md, the thief's test). Perturbations
+optimised for each image against classifiers do poison training: targeted adversarial
+examples with a fixed class permutation ("Adversarial examples make strong poisons", Fowl et
+al., NeurIPS 2021) held a pirate at 0.12-0.17 clean-test accuracy where the network's
+perturbation left 0.83 (try 8 of docs/results.md).
+
+`TargetedPoison` refines the protected levels of the network: starting from them, signed
+gradient steps push each image toward the class after the one the classifiers see in the
+original (``(c + 1) mod K``, so no labels are needed and every image of a class goes the same
+way), through random flips and shifts (a pirate's augmentation), while every value stays
+within ``epsilon`` levels of the original (so PSNR >= 20 log10(255 / epsilon) dB). Recovery
+is untouched: the record's residual codes the original against whatever the protected pixels
+are (`invprotect.models.exact.ExactCodec`), so it stays bit for bit, and the refinement is as
+secret as the residual. It costs ``steps`` forward and backward passes of the classifiers per
+image, and a larger residual.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> classifier = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 4))
+    >>> poison = TargetedPoison(classifier, input_size=8, config=PoisonConfig(steps=5))
+    >>> originals = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    >>> levels = poison.refine(originals, originals.float())
+    >>> int((levels - originals.float()).abs().max()) <= 8
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+__all__ = ["PoisonConfig", "TargetedPoison"]
+
+
+@dataclass(frozen=True)
+class PoisonConfig:
+    """Settings of `TargetedPoison`.
+
+    Attributes:
+        steps: Signed gradient steps per image (0 turns the poison off).
+        epsilon: Largest change of a value from the original, in 8-bit levels.
+        shift: Largest random shift (pixels, reflect padding) of the augmentation.
+        seed: Seed of the augmentation's draws (the same for every batch).
+    """
+
+    steps: int = 20
+    epsilon: int = 8
+    shift: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "epsilon", "shift", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"poison {name} must be an int >= 0, got {value!r}")
+        if not 1 <= self.epsilon <= 255:
+            raise ValueError(f"poison epsilon must be 1..255 levels, got {self.epsilon}")
+
+
+class TargetedPoison:
+    """Refine protected levels into a class-consistent targeted poison against classifiers.
+
+    Args:
+        model: Classifiers (an `invprotect.targets.Ensemble`, say): ``[0, 1]`` images to logits.
+        input_size: The side of the images the classifiers take; other sizes are refused.
+        config: The settings.
+    """
+
+    def __init__(
+        self,
+        model: Callable[[Tensor], Tensor],
+        input_size: int,
+        config: PoisonConfig | None = None,
+    ) -> None:
+        self.model = model
+        self.input_size = input_size
+        self.config = config or PoisonConfig()
+
+    def refine(self, originals: Tensor, levels: Tensor) -> Tensor:
+        """Poisoned levels (floats holding integers in ``0..255``) from the network's levels.
+
+        Args:
+            originals: ``uint8`` originals ``(B, 3, H, W)``.
+            levels: The network's protected levels ``round(255 y)``, same shape (unclipped).
+
+        Raises:
+            ValueError: If the images are not of the classifiers' input size.
+        """
+        if tuple(originals.shape[-2:]) != (self.input_size,) * 2:
+            raise ValueError(
+                f"the poison attacks classifiers of {self.input_size}x{self.input_size} images; "
+                f"this image is {originals.shape[-1]}x{originals.shape[-2]} (after padding): "
+                "protect it without --poison-steps, or train targets at its size"
+            )
+        config = self.config
+        device = _device(self.model)
+        x = originals.to(device).float() / 255
+        eps = config.epsilon / 255
+        start = levels.to(device).float() / 255
+        poisoned = torch.minimum(torch.maximum(start, x - eps), x + eps).clamp(0, 1)
+        generator = torch.Generator().manual_seed(config.seed)
+        with torch.enable_grad():
+            with torch.no_grad():
+                logits = self.model(x)
+            targets = (logits.argmax(1) + 1) % logits.shape[1]
+            step = 2.5 * eps / max(config.steps, 1)
+            for _ in range(config.steps):
+                poisoned.requires_grad_(True)
+                seen = self._augment(poisoned, generator)
+                loss = functional.cross_entropy(self.model(seen), targets, reduction="sum")
+                (gradient,) = torch.autograd.grad(loss, poisoned)
+                with torch.no_grad():
+                    poisoned = poisoned - step * gradient.sign()
+                    poisoned = torch.minimum(torch.maximum(poisoned, x - eps), x + eps).clamp(0, 1)
+        out = poisoned.detach().mul(255).round()
+        low = (originals.float() - config.epsilon).clamp(min=0)
+        high = (originals.float() + config.epsilon).clamp(max=255)
+        return torch.minimum(torch.maximum(out.cpu(), low), high)
+
+    def _augment(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """One random flip and shift for the whole batch (drawn alike for every batch)."""
+        shift = self.config.shift
+        if torch.rand((), generator=generator) < 0.5:
+            images = images.flip(-1)
+        if shift == 0:
+            return images
+        dy, dx = torch.randint(0, 2 * shift + 1, (2,), generator=generator).tolist()
+        padded = functional.pad(images, (shift,) * 4, mode="reflect")
+        return padded[..., dy : dy + images.shape[-2], dx : dx + images.shape[-1]]
+
+
+def _device(model: Callable[[Tensor], Tensor]) -> torch.device:
+    """Where ``model``'s parameters live (the CPU for a model without any)."""
+    parameters = list(model.parameters()) if isinstance(model, nn.Module) else []
+    return parameters[0].device if parameters else torch.device("cpu")

@@ -1,0 +1,98 @@
+"""The targeted poison on top of RAEG: it moves the classifiers, and recovery stays bit for bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from invprotect.data import load_image_set, scan_image_folder
+from invprotect.models import RAEG
+from invprotect.models.poison import PoisonConfig, TargetedPoison
+from invprotect.protectors import load_protector
+from invprotect.targets import Classifier
+from invprotect.tiles import encode_tiles
+from tests.contracts import tiny_raeg
+
+REFERENCE = Path(__file__).parents[2] / "benchmarks" / "reference" / "cifar10-h200"
+"""A committed CIFAR-10 target (an untrained classifier's output does not depend on its input)."""
+
+
+@pytest.fixture(scope="module")
+def originals(cifar10_root: Path) -> torch.Tensor:
+    index = scan_image_folder(cifar10_root / "test")
+    index.samples = index.samples[::500][:16]
+    return load_image_set(index, None, None).images
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Classifier:
+    return Classifier.load(REFERENCE / "resnet_small")
+
+
+def _poisoned(steps: int, classifier: Classifier) -> RAEG:
+    raeg = tiny_raeg(0)
+    raeg.use_poison(TargetedPoison(classifier, 32, PoisonConfig(steps=steps)))
+    return raeg
+
+
+def test_poisoned_images_recover_bit_for_bit(
+    originals: torch.Tensor, classifier: Classifier
+) -> None:
+    plain = tiny_raeg(0)
+    network, _ = plain.encode(originals)
+    poisoned = _poisoned(6, classifier)
+    assert poisoned.poisons and not plain.poisons
+    pixels, records = poisoned.encode(originals)
+    change = (pixels.int() - originals.int()).abs()
+    assert change.max() <= 8  # the poison's budget around the original
+    assert (pixels != network).float().mean() > 0.3  # it is not the network's image
+    restored, exact = poisoned.decode(pixels, records)
+    assert all(exact) and torch.equal(restored, originals)
+    restored, _ = plain.decode(pixels, records)  # recovery needs the key alone
+    assert torch.equal(restored, originals)
+
+
+def test_poison_pushes_the_classifiers_to_the_next_class(
+    originals: torch.Tensor, classifier: Classifier
+) -> None:
+    with torch.no_grad():
+        wanted = (classifier(originals.float() / 255).argmax(1) + 1) % len(classifier.classes)
+    pixels, _ = _poisoned(10, classifier).encode(originals)
+    network, _ = tiny_raeg(0).encode(originals)
+    with torch.no_grad():
+        hit = (classifier(pixels.float() / 255).argmax(1) == wanted).float().mean()
+        before = (classifier(network.float() / 255).argmax(1) == wanted).float().mean()
+    assert hit >= 0.75 and hit >= before + 0.4
+
+
+def test_poison_refuses_images_of_another_size(classifier: Classifier) -> None:
+    raeg = _poisoned(2, classifier)
+    large = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="32x32 images; this image is 64x64"):
+        raeg.encode(large)
+    with pytest.raises(ValueError, match="protected as tiles"):
+        encode_tiles(raeg, large[0], 32)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [({"steps": -1}, "steps"), ({"epsilon": 0}, "epsilon"), ({"shift": 1.5}, "shift")],
+)
+def test_poison_config_refuses_bad_settings(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PoisonConfig(**settings)
+
+
+def test_load_protector_refuses_a_poison_it_cannot_add(
+    tmp_path: Path, classifier: Classifier
+) -> None:
+    key = tiny_raeg(0).save(tmp_path / "key")
+    target = classifier.save(tmp_path / "target")
+    with pytest.raises(ValueError, match="pass them with --targets"):
+        load_protector(key, "cpu", [], PoisonConfig(steps=2))
+    with pytest.raises(ValueError, match="cannot add a targeted poison"):
+        load_protector("rae-igsm", "cpu", [target], PoisonConfig(steps=2))
+    assert load_protector(key, "cpu", [target], PoisonConfig(steps=2)).poisons
+    assert not load_protector(key, "cpu", [target], PoisonConfig(steps=0)).poisons
