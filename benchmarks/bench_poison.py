@@ -1,0 +1,124 @@
+"""``protect --poison-steps``: cost, quality and what classifiers see, beside the network alone.
+
+Protects the same CIFAR-10 test images with the reference key (`benchmarks/reference/cifar10-h200`)
+through `Protector.encode` (the pixels and records files hold), once without a poison and once
+per ``--steps``, in alternating batches so that the machine's noise falls on every setting
+alike. Per setting: seconds per image, record bytes per image, PSNR and SSIM, bit-exact
+recoveries, and the accuracy of the key's targets (``resnet_small``, ``convnet_small``: the
+poison attacks them) and of an unseen family (``vgg_small`` of `benchmarks/reference/proxy`)
+on the protected images, as they are and after each defence (Table 1 of the paper).
+
+Example::
+
+    python benchmarks/bench_poison.py --images 500 --steps 20 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from common import machine, subset_index
+from pytorch_msssim import ssim
+
+from invprotect.data import default_cache_dir, load_image_set, scan_image_folder
+from invprotect.defences import create_defence_from_spec
+from invprotect.metrics import psnr
+from invprotect.models.poison import PoisonConfig
+from invprotect.protectors import load_protector
+from invprotect.targets import Classifier
+
+HERE = Path(__file__).resolve().parent
+KEY = HERE / "reference" / "cifar10-h200"
+UNSEEN = HERE / "reference" / "proxy" / "vgg_small"
+DEFENCES = [
+    "none",
+    "jpeg:quality=50",
+    "jpeg:quality=10",
+    "grayscale",
+    "median_filter:kernel_size=3",
+    f"comdefend:weights={HERE / 'reference' / 'proxy' / 'comdefend-unseen'}",
+]
+
+
+def accuracies(images: torch.Tensor, labels: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Per defence, the accuracy of each classifier on ``uint8`` images."""
+    models = {
+        "resnet_small": Classifier.load(KEY / "resnet_small"),
+        "convnet_small": Classifier.load(KEY / "convnet_small"),
+        "vgg_small (unseen)": Classifier.load(UNSEEN),
+    }
+    table = {}
+    for spec in DEFENCES:
+        x = images.float() / 255
+        if spec != "none":
+            with torch.no_grad():
+                x = create_defence_from_spec(spec)(x).mul(255).round().div(255)
+        with torch.no_grad():
+            table[spec.split(":weights")[0]] = {
+                name: round(float((model(x).argmax(1) == labels).float().mean()), 4)
+                for name, model in models.items()
+            }
+    return table
+
+
+def main() -> None:
+    """Protect, recover, measure, print and write the table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("../shared/datasets/cifar10"))
+    parser.add_argument("--images", type=int, default=500)
+    parser.add_argument("--steps", type=int, nargs="+", default=[20, 40])
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=HERE / "out" / "bench_poison.json")
+    args = parser.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    started = time.time()
+    test = load_image_set(
+        subset_index(scan_image_folder(args.data / "test"), args.images, 0),
+        None,
+        default_cache_dir(),
+    )
+    targets = [KEY / "resnet_small", KEY / "convnet_small"]
+    settings = {0: load_protector(KEY / "protector")}
+    for steps in args.steps:
+        settings[steps] = load_protector(KEY / "protector", "cpu", targets, PoisonConfig(steps))
+    pixels: dict[int, list[torch.Tensor]] = {steps: [] for steps in settings}
+    records: dict[int, list[bytes]] = {steps: [] for steps in settings}
+    seconds = dict.fromkeys(settings, 0.0)
+    for chunk in test.images.split(args.batch_size):
+        for steps, protector in settings.items():
+            begun = time.perf_counter()
+            out, blobs = protector.encode(chunk)
+            seconds[steps] += time.perf_counter() - begun
+            pixels[steps].append(out)
+            records[steps] += blobs
+    rows = {}
+    for steps, protector in settings.items():
+        protected = torch.cat(pixels[steps])
+        restored, _ = protector.decode(protected, records[steps])
+        x, y = test.images.float() / 255, protected.float() / 255
+        rows[f"poison {steps} steps" if steps else "network alone"] = {
+            "seconds_per_image": round(seconds[steps] / len(test), 4),
+            "record_bytes_per_image": round(sum(map(len, records[steps])) / len(test), 1),
+            "psnr": round(float(psnr(y, x).mean()), 2),
+            "ssim": round(float(ssim(y, x, data_range=1.0, win_size=7)), 4),
+            "exact": int((restored == test.images).flatten(1).all(1).sum()),
+            "accuracy": accuracies(protected, test.labels),
+        }
+    rows["originals"] = {"accuracy": accuracies(test.images, test.labels)}
+    for name, row in rows.items():
+        print(name, json.dumps(row))
+    result = {"images": len(test), "rows": rows, "args": {k: str(v) for k, v in vars(args).items()}}
+    result |= {"wall_s": round(time.time() - started, 1), "machine": machine()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
