@@ -6,8 +6,9 @@ Steps:
    and protect them once with ``--protector`` (`Protector.encode`: 8-bit pixels plus the
    recovery record, as the PNG files of ``invprotect protect`` hold them), then recover
    them from pixels and records (`Protector.decode`) and count the images that come back
-   bit for bit. The protected pixels are kept in ``OUT/protected`` (a safetensors
-   checkpoint), so a rerun does not protect again;
+   bit for bit (with ``--poison-steps N --targets ...``, each image refined by the targeted
+   poison of ``invprotect protect --poison-steps``). The protected pixels are kept in
+   ``OUT/protected`` (a safetensors checkpoint), so a rerun does not protect again;
 2. train one pirate per (row, architecture) cell with `train_pirate` (the same seed for
    every cell), scored on the clean test images after every epoch. Rows (``--rows``):
 
@@ -66,6 +67,7 @@ from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpo
 from invprotect.data import ImageSet, default_cache_dir, load_image_set, scan_image_folder
 from invprotect.files.atomic import atomic_write_bytes
 from invprotect.metrics import psnr
+from invprotect.models.poison import PoisonConfig
 from invprotect.models.protector import Protector
 from invprotect.protectors import load_protector
 from invprotect.training.adversarial import PGDConfig
@@ -140,6 +142,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--comdefend", type=Path, default=None, help="the thief's ComDefend")
     parser.add_argument("--leaked-count", type=int, default=500)
     parser.add_argument("--pgd-steps", type=int, default=4)
+    parser.add_argument("--poison-steps", type=int, default=0, help="protect --poison-steps")
+    parser.add_argument("--targets", type=Path, nargs="*", default=[], help="what it attacks")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--lr", type=float, default=0.1)
     parser.add_argument("--device", default=None, help="where pirates train (default: a GPU)")
@@ -426,7 +430,8 @@ def main(argv: list[str] | None = None) -> None:
             check_arch(arch)
         for key in args.rows:
             check_defence_spec(rows[key].defence)
-        protector = load_protector(args.protector, args.protect_device)
+        poison = PoisonConfig(steps=args.poison_steps) if args.poison_steps else None
+        protector = load_protector(args.protector, args.protect_device, args.targets, poison)
     except (UnknownNameError, CheckpointError, ValueError) as error:
         raise SystemExit(str(error)) from None
     train_root, test_root = args.data / "train", args.data / "test"
@@ -448,6 +453,7 @@ def main(argv: list[str] | None = None) -> None:
             "seed": args.seed,
             "leaked_count": args.leaked_count,
             "pgd_steps": args.pgd_steps,
+            **({"poison_steps": args.poison_steps} if args.poison_steps else {}),
         },
     )
     protection = protect_set(protector, originals, out / "protected")
