@@ -9,8 +9,10 @@ what any per-image perturbation at this budget can do to the thief: targeted PGD
 class ``(y + 1) mod K`` of the surrogate classifiers (their logits averaged), through random
 flips and shifts (the pirate's augmentation). With ``--squeeze`` the loss is averaged over
 the image itself, Kornia's differentiable JPEG at quality 10 and grayscale: the thief's
-squeezing inside the crafting. The poisoned set, rounded to 8 bits, is saved as a checkpoint
-for `pirate_cell.py --pixels DIR` (same ``--data``, ``--train-images`` and ``--seed``).
+squeezing inside the crafting. With ``--predicted`` the class pushed from is the surrogates'
+prediction instead of the label, as ``invprotect protect --poison-steps`` does. The poisoned
+set, rounded to 8 bits, is saved as a checkpoint for `pirate_cell.py --pixels DIR` (same
+``--data``, ``--train-images`` and ``--seed``).
 
 Example::
 
@@ -83,6 +85,9 @@ def main() -> None:
     parser.add_argument("--epsilon", type=float, default=8.0, help="in 8-bit levels")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--squeeze", action="store_true", help="JPEG 10 and grayscale inside")
+    parser.add_argument(
+        "--predicted", action="store_true", help="push from the surrogates' class, not the label"
+    )
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=None, help="default: torch's")
@@ -105,7 +110,11 @@ def main() -> None:
     for start in range(0, len(train), args.batch_size):
         chunk = slice(start, start + args.batch_size)
         images = train.images[chunk].to(args.device).float() / 255
-        targets = (train.labels[chunk].to(args.device) + 1) % len(train.classes)
+        labels = train.labels[chunk].to(args.device)
+        if args.predicted:  # as `protect --poison-steps` does: no labels needed
+            with torch.no_grad():
+                labels = model(images).argmax(1)
+        targets = (labels + 1) % len(train.classes)
         out = craft(model, images, targets, args.epsilon / 255, args.steps, squeezers, generator)
         with torch.no_grad():
             fooled += int((model(out).argmax(1) == targets).sum())
@@ -119,6 +128,7 @@ def main() -> None:
         "epsilon_levels": args.epsilon,
         "steps": args.steps,
         "squeeze": args.squeeze,
+        "predicted": args.predicted,
         "psnr": round(quality / len(train), 3),
         "ssim": round(similarity / len(train), 4),
         "surrogate_hits_target_class": round(fooled / len(train), 4),
