@@ -21,10 +21,9 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, subset_index
+from common import load_subset, machine
 from pytorch_msssim import ssim
 
-from invprotect.data import default_cache_dir, load_image_set, scan_image_folder
 from invprotect.defences import create_defence_from_spec
 from invprotect.metrics import psnr
 from invprotect.models.poison import PoisonConfig
@@ -78,11 +77,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     started = time.time()
-    test = load_image_set(
-        subset_index(scan_image_folder(args.data / "test"), args.images, 0),
-        None,
-        default_cache_dir(),
-    )
+    test = load_subset(args.data / "test", args.images, 0)
     targets = [KEY / "resnet_small", KEY / "convnet_small"]
     settings = {0: load_protector(KEY / "protector")}
     for steps in args.steps:

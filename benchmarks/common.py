@@ -10,7 +10,13 @@ from typing import Any
 
 import torch
 
-from invprotect.data import ImageFolderIndex
+from invprotect.data import (
+    ImageFolderIndex,
+    ImageSet,
+    default_cache_dir,
+    load_image_set,
+    scan_image_folder,
+)
 
 OUT = Path(__file__).resolve().parent / "out"
 REFERENCE_PROTECTOR = OUT / "protector-v3" / "protector"
@@ -76,3 +82,10 @@ def subset_index(index: ImageFolderIndex, count: int | None, seed: int) -> Image
     order = torch.randperm(len(index), generator=torch.Generator().manual_seed(seed))
     keep = sorted(order[:count].tolist())
     return ImageFolderIndex(index.root, index.classes, [index.samples[i] for i in keep])
+
+
+def load_subset(root: Path, count: int | None, seed: int) -> ImageSet:
+    """The decoded images of `subset_index` of the ImageFolder ``root`` (cached decoding)."""
+    return load_image_set(
+        subset_index(scan_image_folder(root), count, seed), None, default_cache_dir()
+    )

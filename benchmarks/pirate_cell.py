@@ -28,12 +28,11 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, subset_index
+from common import load_subset, machine
 from recipe_scan import like, protect_images
 from torch import Tensor
 
 from invprotect.checkpoint import load_checkpoint, save_checkpoint
-from invprotect.data import default_cache_dir, load_image_set, scan_image_folder
 from invprotect.models import RAEG
 from invprotect.models.poison import PoisonConfig
 from invprotect.protectors import load_protector
@@ -91,16 +90,8 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     started = time.time()
-    train = load_image_set(
-        subset_index(scan_image_folder(args.data / "train"), args.train_images, args.seed),
-        None,
-        default_cache_dir(),
-    )
-    test = load_image_set(
-        subset_index(scan_image_folder(args.data / "test"), args.test_images, args.seed),
-        None,
-        default_cache_dir(),
-    )
+    train = load_subset(args.data / "train", args.train_images, args.seed)
+    test = load_subset(args.data / "test", args.test_images, args.seed)
     images = train
     if args.pixels is not None:
         tensors, config = load_checkpoint(args.pixels)

@@ -28,14 +28,13 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, subset_index
+from common import load_subset, machine
 from pytorch_msssim import ssim
 from torch import Tensor
 from torch.nn import functional
 
 from invprotect.attacks import create_attack
 from invprotect.checkpoint import save_checkpoint
-from invprotect.data import default_cache_dir, load_image_set, scan_image_folder
 from invprotect.metrics import psnr
 from invprotect.targets import Classifier, Ensemble
 
@@ -97,8 +96,7 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     started = time.time()
-    index = subset_index(scan_image_folder(args.data / "train"), args.train_images, args.seed)
-    train = load_image_set(index, None, default_cache_dir())
+    train = load_subset(args.data / "train", args.train_images, args.seed)
     model = Ensemble([Classifier.load(path, args.device) for path in args.surrogates])
     model.requires_grad_(False)
     squeezers = []

@@ -20,11 +20,10 @@ import time
 from pathlib import Path
 
 import torch
-from common import machine, subset_index
+from common import load_subset, machine
 from poison_probe import craft
 from recipe_scan import like, pirate, protect_images
 
-from invprotect.data import default_cache_dir, load_image_set, scan_image_folder
 from invprotect.models import RAEG
 from invprotect.models.poison import PoisonConfig, TargetedPoison
 from invprotect.targets import Classifier, Ensemble
@@ -53,16 +52,8 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     started = time.time()
-    train = load_image_set(
-        subset_index(scan_image_folder(args.data / "train"), args.train_images, 0),
-        None,
-        default_cache_dir(),
-    )
-    test = load_image_set(
-        subset_index(scan_image_folder(args.data / "test"), args.test_images, 0),
-        None,
-        default_cache_dir(),
-    )
+    train = load_subset(args.data / "train", args.train_images, 0)
+    test = load_subset(args.data / "test", args.test_images, 0)
     resnet = Classifier.load(REFERENCE / "resnet_small")
     both = Ensemble([resnet, Classifier.load(REFERENCE / "convnet_small")])
     network = protect_images(RAEG.load(REFERENCE / "protector"), train.images)

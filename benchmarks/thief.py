@@ -59,12 +59,12 @@ from typing import Any
 
 import matplotlib
 import torch
-from common import OUT, machine, subset_index
+from common import OUT, load_subset, machine
 from matplotlib.figure import Figure
 
 from invprotect._registry import UnknownNameError
 from invprotect.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from invprotect.data import ImageSet, default_cache_dir, load_image_set, scan_image_folder
+from invprotect.data import ImageSet
 from invprotect.files.atomic import atomic_write_bytes
 from invprotect.metrics import psnr
 from invprotect.models.poison import PoisonConfig
@@ -411,12 +411,6 @@ def plot(cells: list[dict[str, Any]], rows: dict[str, Row], title: str) -> bytes
     return buffer.getvalue()
 
 
-def _load(root: Path, count: int | None, seed: int) -> ImageSet:
-    return load_image_set(
-        subset_index(scan_image_folder(root), count, seed), None, default_cache_dir()
-    )
-
-
 def main(argv: list[str] | None = None) -> None:
     """Protect the training set once, run every missing cell, print and write the matrix."""
     args = parse_args(argv)
@@ -437,8 +431,8 @@ def main(argv: list[str] | None = None) -> None:
     train_root, test_root = args.data / "train", args.data / "test"
     if not (train_root.is_dir() and test_root.is_dir()):
         raise SystemExit(f"--data {args.data} must hold train/ and test/ ImageFolders")
-    originals = _load(train_root, args.train_images, args.seed)
-    test = _load(test_root, args.test_images, args.seed)
+    originals = load_subset(train_root, args.train_images, args.seed)
+    test = load_subset(test_root, args.test_images, args.seed)
     out = args.out
     _check_settings(
         out / "settings.json",
