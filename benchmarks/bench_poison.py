@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import load_subset, machine
+from common import load_subset, write_result
 from pytorch_msssim import ssim
 
 from invprotect.defences import create_defence_from_spec
@@ -108,11 +108,7 @@ def main() -> None:
     rows["originals"] = {"accuracy": accuracies(test.images, test.labels)}
     for name, row in rows.items():
         print(name, json.dumps(row))
-    result = {"images": len(test), "rows": rows, "args": {k: str(v) for k, v in vars(args).items()}}
-    result |= {"wall_s": round(time.time() - started, 1), "machine": machine()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    write_result({"images": len(test), "rows": rows}, args, started)
 
 
 if __name__ == "__main__":

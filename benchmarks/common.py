@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import json
 import os
 import platform
+import time
 from pathlib import Path
 from typing import Any
 
@@ -89,3 +92,12 @@ def load_subset(root: Path, count: int | None, seed: int) -> ImageSet:
     return load_image_set(
         subset_index(scan_image_folder(root), count, seed), None, default_cache_dir()
     )
+
+
+def write_result(result: dict[str, Any], args: argparse.Namespace, started: float) -> None:
+    """Add the options, the wall time since ``started`` and the machine; write ``args.out``."""
+    result |= {"args": {key: str(value) for key, value in vars(args).items()}}
+    result |= {"wall_s": round(time.time() - started, 1), "machine": machine()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+    print(f"wrote {args.out}")

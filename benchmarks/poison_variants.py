@@ -15,12 +15,11 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import torch
-from common import load_subset, machine
+from common import load_subset, write_result
 from poison_probe import craft
 from recipe_scan import like, pirate, protect_images
 
@@ -91,11 +90,7 @@ def main() -> None:
             "craft_seconds": round(crafted, 1),
         }
         print(name, rows[name], flush=True)
-    result = {"rows": rows, "args": {k: str(v) for k, v in vars(args).items()}}
-    result |= {"wall_s": round(time.time() - started, 1), "machine": machine()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    print(f"wrote {args.out}")
+    write_result({"images": len(test), "rows": rows}, args, started)
 
 
 if __name__ == "__main__":
