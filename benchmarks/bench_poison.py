@@ -6,7 +6,9 @@ per ``--steps``, in alternating batches so that the machine's noise falls on eve
 alike. Per setting: seconds per image, record bytes per image, PSNR and SSIM, bit-exact
 recoveries, and the accuracy of the key's targets (``resnet_small``, ``convnet_small``: the
 poison attacks them) and of an unseen family (``vgg_small`` of `benchmarks/reference/proxy`)
-on the protected images, as they are and after each defence (Table 1 of the paper).
+on the protected images, as they are and after each defence (Table 1 of the paper). With
+``--grid PNG``: the first 8 originals, then per setting the protected images and their
+differences from the originals, amplified 10 times around gray.
 
 Example::
 
@@ -27,6 +29,7 @@ from pytorch_msssim import ssim
 from invprotect.defences import create_defence_from_spec
 from invprotect.metrics import psnr
 from invprotect.models.poison import PoisonConfig
+from invprotect.pictures import amplified_difference, image_grid
 from invprotect.protectors import load_protector
 from invprotect.targets import Classifier
 
@@ -73,6 +76,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=HERE / "out" / "bench_poison.json")
+    parser.add_argument("--grid", type=Path, default=None, help="a PNG of the first 8 images")
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -106,6 +110,13 @@ def main() -> None:
             "accuracy": accuracies(protected, test.labels),
         }
     rows["originals"] = {"accuracy": accuracies(test.images, test.labels)}
+    if args.grid is not None:
+        first = test.images[:8].float() / 255
+        pictures = [first]
+        for steps in settings:
+            protected = torch.cat(pixels[steps])[:8].float() / 255
+            pictures += [protected, amplified_difference(protected, first)]
+        image_grid(pictures).save(args.grid)
     for name, row in rows.items():
         print(name, json.dumps(row))
     write_result({"images": len(test), "rows": rows}, args, started)
