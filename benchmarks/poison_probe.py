@@ -7,7 +7,7 @@ make strong poisons", Fowl et al., NeurIPS 2021). This probe crafts them, as a c
 what any per-image perturbation at this budget can do to the thief: targeted PGD (L-inf
 ``--epsilon``, ``--steps`` signed steps) pushes every training image of class ``y`` toward
 class ``(y + 1) mod K`` of the surrogate classifiers (their logits averaged), through random
-flips and shifts (the pirate's augmentation). With ``--squeeze`` the loss is averaged over
+flips and shifts (the pirate's augmentation). With ``--squeeze`` the loss is summed over
 the image itself, Kornia's differentiable JPEG at quality 10 and grayscale: the thief's
 squeezing inside the crafting. With ``--predicted`` the class pushed from is the surrogates'
 prediction instead of the label, as ``invprotect protect --poison-steps`` does. The poisoned
@@ -31,48 +31,27 @@ import torch
 from common import load_subset, machine
 from pytorch_msssim import ssim
 from torch import Tensor
-from torch.nn import functional
 
 from invprotect.attacks import create_attack
 from invprotect.checkpoint import save_checkpoint
 from invprotect.metrics import psnr
+from invprotect.models.poison import PoisonConfig, targeted_steps
 from invprotect.targets import Classifier, Ensemble
-
-SHIFT = 4
-"""Largest random shift (pixels) of the crafting's augmentation, the pirate's crop padding."""
-
-
-def augment(images: Tensor, generator: torch.Generator) -> Tensor:
-    """One random flip and shift (reflect padding) for the whole batch, differentiably."""
-    if torch.rand((), generator=generator) < 0.5:
-        images = images.flip(-1)
-    dy, dx = torch.randint(0, 2 * SHIFT + 1, (2,), generator=generator).tolist()
-    padded = functional.pad(images, (SHIFT,) * 4, mode="reflect")
-    return padded[..., dy : dy + images.shape[-2], dx : dx + images.shape[-1]]
 
 
 def craft(
     model: Ensemble,
     images: Tensor,
     targets: Tensor,
-    epsilon: float,
-    steps: int,
+    config: PoisonConfig,
     squeezers: list[torch.nn.Module],
     generator: torch.Generator,
 ) -> Tensor:
-    """Targeted L-inf PGD from a random start: ``[0, 1]`` images on the 8-bit grid."""
-    step_size = 2.5 * epsilon / steps
-    delta = (torch.rand(images.shape, generator=generator) * 2 - 1).to(images) * epsilon
-    for _ in range(steps):
-        delta.requires_grad_(True)
-        seen = augment(images + delta, generator)
-        views = [seen] + [squeeze(seen) for squeeze in squeezers]
-        loss = sum(functional.cross_entropy(model(view), targets) for view in views)
-        (grad,) = torch.autograd.grad(loss, delta)
-        with torch.no_grad():
-            delta = (delta - step_size * grad.sign()).clamp(-epsilon, epsilon)
-            delta = (images + delta).clamp(0, 1) - images
-    return (images + delta.detach()).mul(255).round().div(255)
+    """`targeted_steps` from a random start: ``[0, 1]`` images on the 8-bit grid."""
+    noise = (torch.rand(images.shape, generator=generator) * 2 - 1).to(images)
+    start = (images + noise * config.epsilon / 255).clamp(0, 1)
+    out = targeted_steps(model, images, start, targets, config, generator, squeezers)
+    return out.mul(255).round().div(255)
 
 
 def main() -> None:
@@ -81,7 +60,7 @@ def main() -> None:
     parser.add_argument("--surrogates", type=Path, nargs="+", required=True)
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/cifar10"))
     parser.add_argument("--train-images", type=int, default=None, help="default: all")
-    parser.add_argument("--epsilon", type=float, default=8.0, help="in 8-bit levels")
+    parser.add_argument("--epsilon", type=int, default=8, help="in 8-bit levels")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--squeeze", action="store_true", help="JPEG 10 and grayscale inside")
     parser.add_argument(
@@ -104,6 +83,7 @@ def main() -> None:
         squeezers = [create_attack("jpeg_kornia", quality=10), create_attack("grayscale")]
         squeezers = [squeezer.to(args.device) for squeezer in squeezers]
     generator = torch.Generator().manual_seed(args.seed)
+    config = PoisonConfig(steps=args.steps, epsilon=args.epsilon)
     poisoned, fooled, quality, similarity = [], 0, 0.0, 0.0
     for start in range(0, len(train), args.batch_size):
         chunk = slice(start, start + args.batch_size)
@@ -113,7 +93,7 @@ def main() -> None:
             with torch.no_grad():
                 labels = model(images).argmax(1)
         targets = (labels + 1) % len(train.classes)
-        out = craft(model, images, targets, args.epsilon / 255, args.steps, squeezers, generator)
+        out = craft(model, images, targets, config, squeezers, generator)
         with torch.no_grad():
             fooled += int((model(out).argmax(1) == targets).sum())
         quality += float(psnr(out, images).sum())

@@ -67,7 +67,8 @@ def main() -> None:
             for chunk, labels in zip(train.images.split(500), train.labels.split(500), strict=True):
                 targets = (labels + 1) % len(train.classes)
                 x = chunk.float() / 255
-                out.append(craft(Ensemble([resnet]), x, targets, 8 / 255, steps, [], generator))
+                config = PoisonConfig(steps=steps)
+                out.append(craft(Ensemble([resnet]), x, targets, config, [], generator))
             pixels = (torch.cat(out) * 255).round().to(torch.uint8)
         else:
             model, steps = (both, 20) if name == "key-20-ensemble" else (Ensemble([resnet]), 40)

@@ -31,14 +31,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-__all__ = ["PoisonConfig", "TargetedPoison"]
+__all__ = ["PoisonConfig", "TargetedPoison", "targeted_steps"]
 
 
 @dataclass(frozen=True)
@@ -77,7 +77,7 @@ class TargetedPoison:
 
     def __init__(
         self,
-        model: Callable[[Tensor], Tensor],
+        model: nn.Module,
         input_size: int,
         config: PoisonConfig | None = None,
     ) -> None:
@@ -102,43 +102,72 @@ class TargetedPoison:
                 "protect it without --poison-steps, or train targets at its size"
             )
         config = self.config
-        device = _device(self.model)
+        device = next(self.model.parameters()).device
         x = originals.to(device).float() / 255
-        eps = config.epsilon / 255
-        start = levels.to(device).float() / 255
-        poisoned = torch.minimum(torch.maximum(start, x - eps), x + eps).clamp(0, 1)
+        with torch.no_grad():
+            logits = self.model(x)
+        targets = (logits.argmax(1) + 1) % logits.shape[1]
         generator = torch.Generator().manual_seed(config.seed)
-        with torch.enable_grad():
-            with torch.no_grad():
-                logits = self.model(x)
-            targets = (logits.argmax(1) + 1) % logits.shape[1]
-            step = 2.5 * eps / max(config.steps, 1)
-            for _ in range(config.steps):
-                poisoned.requires_grad_(True)
-                seen = self._augment(poisoned, generator)
-                loss = functional.cross_entropy(self.model(seen), targets, reduction="sum")
-                (gradient,) = torch.autograd.grad(loss, poisoned)
-                with torch.no_grad():
-                    poisoned = poisoned - step * gradient.sign()
-                    poisoned = torch.minimum(torch.maximum(poisoned, x - eps), x + eps).clamp(0, 1)
-        out = poisoned.detach().mul(255).round()
+        start = levels.to(device).float() / 255
+        poisoned = targeted_steps(self.model, x, start, targets, config, generator)
+        out = poisoned.mul(255).round()
         low = (originals.float() - config.epsilon).clamp(min=0)
         high = (originals.float() + config.epsilon).clamp(max=255)
         return torch.minimum(torch.maximum(out.cpu(), low), high)
 
-    def _augment(self, images: Tensor, generator: torch.Generator) -> Tensor:
-        """One random flip and shift for the whole batch (drawn alike for every batch)."""
-        shift = self.config.shift
-        if torch.rand((), generator=generator) < 0.5:
-            images = images.flip(-1)
-        if shift == 0:
-            return images
-        dy, dx = torch.randint(0, 2 * shift + 1, (2,), generator=generator).tolist()
-        padded = functional.pad(images, (shift,) * 4, mode="reflect")
-        return padded[..., dy : dy + images.shape[-2], dx : dx + images.shape[-1]]
+
+def targeted_steps(
+    model: nn.Module,
+    originals: Tensor,
+    start: Tensor,
+    targets: Tensor,
+    config: PoisonConfig,
+    generator: torch.Generator,
+    views: Sequence[Callable[[Tensor], Tensor]] = (),
+) -> Tensor:
+    """Targeted L-inf PGD: ``config.steps`` signed steps from ``start`` toward ``targets``.
+
+    Each step sees the batch through one random flip and shift drawn from ``generator``
+    (alike for every image), and also through each of ``views`` (a differentiable
+    defence, say); the cross-entropy toward ``targets`` is summed over them.
+
+    Args:
+        model: Classifiers: ``[0, 1]`` images to logits.
+        originals: Float ``[0, 1]`` originals ``(B, 3, H, W)``.
+        start: Float ``[0, 1]`` images to start from, projected into the ball first.
+        targets: The class each image is pushed toward ``(B,)``.
+        config: Steps, ``epsilon`` (levels) and ``shift``.
+        generator: CPU generator of the augmentation's draws.
+        views: More ways to see each augmented batch.
+
+    Returns:
+        Float ``[0, 1]`` images within ``epsilon / 255`` of ``originals``, not rounded.
+    """
+    eps = config.epsilon / 255
+
+    def project(images: Tensor) -> Tensor:
+        return torch.minimum(torch.maximum(images, originals - eps), originals + eps).clamp(0, 1)
+
+    poisoned = project(start)
+    step = 2.5 * eps / max(config.steps, 1)
+    with torch.enable_grad():
+        for _ in range(config.steps):
+            poisoned.requires_grad_(True)
+            seen = _augment(poisoned, config.shift, generator)
+            outputs = [model(seen)] + [model(view(seen)) for view in views]
+            loss = sum(functional.cross_entropy(out, targets, reduction="sum") for out in outputs)
+            (gradient,) = torch.autograd.grad(loss, poisoned)
+            with torch.no_grad():
+                poisoned = project(poisoned - step * gradient.sign())
+    return poisoned.detach()
 
 
-def _device(model: Callable[[Tensor], Tensor]) -> torch.device:
-    """Where ``model``'s parameters live (the CPU for a model without any)."""
-    parameters = list(model.parameters()) if isinstance(model, nn.Module) else []
-    return parameters[0].device if parameters else torch.device("cpu")
+def _augment(images: Tensor, shift: int, generator: torch.Generator) -> Tensor:
+    """One random flip and shift (reflect padding) for the whole batch, differentiably."""
+    if torch.rand((), generator=generator) < 0.5:
+        images = images.flip(-1)
+    if shift == 0:
+        return images
+    dy, dx = torch.randint(0, 2 * shift + 1, (2,), generator=generator).tolist()
+    padded = functional.pad(images, (shift,) * 4, mode="reflect")
+    return padded[..., dy : dy + images.shape[-2], dx : dx + images.shape[-1]]
