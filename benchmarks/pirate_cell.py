@@ -46,18 +46,16 @@ def _show(event: PirateProgress) -> None:
         print(f"{event.stage} {event.done}/{event.total} {event.status}", flush=True)
 
 
-def poison_images(args: argparse.Namespace, originals: Tensor, protected: Tensor) -> Tensor:
-    """``protected`` refined by `TargetedPoison` against ``--targets``, in batches."""
-    protector = load_protector(
-        args.protector, args.device, args.targets, PoisonConfig(steps=args.poison_steps)
-    )
-    assert isinstance(protector, RAEG) and protector.poison is not None
-    refine = protector.poison.refine
-    out = [
-        refine(chunk, levels.float()).to(torch.uint8)
-        for chunk, levels in zip(originals.split(1000), protected.split(1000), strict=True)
-    ]
-    return torch.cat(out)
+def protect(args: argparse.Namespace, originals: Tensor) -> Tensor:
+    """The float network's 8-bit images, refined by the key's poison with ``--poison-steps``."""
+    poison = PoisonConfig(steps=args.poison_steps) if args.poison_steps else None
+    raeg = load_protector(args.protector, args.device, args.targets, poison)
+    assert isinstance(raeg, RAEG), "pirate_cell.py protects with a RAEG key"
+    protected = protect_images(raeg, originals)
+    if raeg.poison is None:
+        return protected
+    pairs = zip(originals.split(1000), protected.split(1000), strict=True)
+    return torch.cat([raeg.poison.refine(x, levels.float()).to(torch.uint8) for x, levels in pairs])
 
 
 def vars_of(args: argparse.Namespace) -> dict[str, str]:
@@ -99,9 +97,7 @@ def main() -> None:
             raise SystemExit(f"{args.pixels} holds another subset: give its --train-images, --seed")
         images = like(train, tensors["pixels"])
     elif args.images == "protected":
-        protected = protect_images(RAEG.load(args.protector, args.device), train.images)
-        if args.poison_steps:
-            protected = poison_images(args, train.images, protected)
+        protected = protect(args, train.images)
         images = like(train, protected)
     if args.save_pixels is not None:
         settings = {"train_images_arg": args.train_images, "seed": args.seed}
