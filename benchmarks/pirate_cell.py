@@ -10,7 +10,8 @@ thief's defence (a registered spec, ``none`` or ``learned-inverse``, the latter 
 ``--pgd-steps``) and scored on the clean test images after every epoch. ``--images
 originals`` trains on the originals instead, the reference of each row; ``--poison-steps``
 refines the protected images with `invprotect.models.poison.TargetedPoison` against
-``--targets``; ``--save-pixels DIR`` keeps the training images (before the defence) for
+``--targets``, each pushed from its label (from the class the targets see with
+``--no-labels``); ``--save-pixels DIR`` keeps the training images (before the defence) for
 other cells; ``--pixels DIR`` trains on the set that `poison_probe.py` or ``--save-pixels``
 saved there. It is what the GPU rows of docs/results.md ran.
 
@@ -46,16 +47,28 @@ def _show(event: PirateProgress) -> None:
         print(f"{event.stage} {event.done}/{event.total} {event.status}", flush=True)
 
 
-def protect(args: argparse.Namespace, originals: Tensor) -> Tensor:
-    """The float network's 8-bit images, refined by the key's poison with ``--poison-steps``."""
+def protect(args: argparse.Namespace, originals: Tensor, labels: list[str | None]) -> Tensor:
+    """The float network's 8-bit images, refined by the key's poison with ``--poison-steps``.
+
+    The poison pushes each image from its class in ``labels``, as `invprotect protect`
+    does from each file's class folder (``None``: the class the targets see, as before
+    ``protect`` took class folders, with ``--no-labels``).
+    """
     poison = PoisonConfig(steps=args.poison_steps) if args.poison_steps else None
     raeg = load_protector(args.protector, args.device, args.targets, poison)
     assert isinstance(raeg, RAEG), "pirate_cell.py protects with a RAEG key"
     protected = protect_images(raeg, originals)
     if raeg.poison is None:
         return protected
-    pairs = zip(originals.split(1000), protected.split(1000), strict=True)
-    return torch.cat([raeg.poison.refine(x, levels.float()).to(torch.uint8) for x, levels in pairs])
+    chunks = zip(
+        originals.split(1000), protected.split(1000), range(0, len(labels), 1000), strict=True
+    )
+    return torch.cat(
+        [
+            raeg.poison.refine(x, levels.float(), labels[i : i + 1000]).to(torch.uint8)
+            for x, levels, i in chunks
+        ]
+    )
 
 
 def vars_of(args: argparse.Namespace) -> dict[str, str]:
@@ -72,6 +85,9 @@ def main() -> None:
     parser.add_argument("--pixels", type=Path, default=None, help="a poison_probe.py set")
     parser.add_argument("--poison-steps", type=int, default=0, help="a targeted poison on top")
     parser.add_argument("--targets", type=Path, nargs="*", default=[], help="what it attacks")
+    parser.add_argument(
+        "--no-labels", action="store_true", help="the poison pushes from the targets' class"
+    )
     parser.add_argument("--save-pixels", type=Path, default=None, help="keep them for --pixels")
     parser.add_argument("--pgd-steps", type=int, default=0, help="PGD adversarial training: steps")
     parser.add_argument("--leaked-count", type=int, default=500)
@@ -97,7 +113,8 @@ def main() -> None:
             raise SystemExit(f"{args.pixels} holds another subset: give its --train-images, --seed")
         images = like(train, tensors["pixels"])
     elif args.images == "protected":
-        protected = protect(args, train.images)
+        names = [None if args.no_labels else train.classes[i] for i in train.labels]
+        protected = protect(args, train.images, names)
         images = like(train, protected)
     if args.save_pixels is not None:
         settings = {"train_images_arg": args.train_images, "seed": args.seed}
@@ -121,6 +138,7 @@ def main() -> None:
         "pixels": None if args.pixels is None else str(args.pixels),
         "pgd_steps": args.pgd_steps,
         "poison_steps": args.poison_steps,
+        "poison_labels": not args.no_labels,
         "targets": [str(path) for path in args.targets],
         "arch": args.arch,
         "accuracy": [round(value, 4) for value in report.accuracy],

@@ -2,8 +2,10 @@
 # Why try 8's poison holds a pirate at 0.13 and the key's 20-step poison at 0.64: one factor at a time.
 #   bash benchmarks/poison_factors.sh DATA OUT    (DATA: CIFAR-10 train/ and test/; OUT: sets/, cells/, logs/)
 # Variants (all L-inf 8 levels): try 8 itself (40 steps, resnet_small, labels, random start);
-# 20 steps; the key's two targets; the targets' predicted class instead of the label; and the
-# key's own path (`pirate_cell.py --poison-steps 40`: network start, predicted class).
+# 20 steps; the key's two targets; the targets' predicted class instead of the label (what the
+# key did before it took class folders; `poison_hits.py` measures the same on a CPU without
+# pirates); and the key's own path as `protect` now runs it (`pirate_cell.py --poison-steps 20`
+# against both targets: network start, each image pushed from its label).
 # Each is scored by a resnet_small and a vgg_small pirate (15 epochs, no defence). Written for
 # one H200 lease (about 300 s); DEVICE (cuda), DEADLINE (480) and EXTRA_CRAFT / EXTRA_CELL may be set.
 set -u
@@ -30,13 +32,13 @@ variant() {  # name poison_probe-options...
   cp $R/sets/$name/config.json $R/logs/$name-config.json
   pirates $name
 }
-key() {  # the key's own path, 40 steps against resnet_small: protect, poison, keep, then pirates
+key() {  # the key's own path, 20 steps against both targets: protect, poison, keep, then pirates
   OMP_NUM_THREADS=2 timeout $(left) python3 benchmarks/pirate_cell.py --protector $K/protector \
-    --poison-steps 40 --targets $K/resnet_small --save-pixels $R/sets/key-40 --epochs 1 \
-    --data $DATA --device $DEVICE --threads 2 ${EXTRA_CELL:-} --out $R/logs/key-40-probe.json \
-    > $R/logs/craft-key-40.log 2>&1 &
-  while [ ! -f $R/sets/key-40/config.json ] && [ $(left) -gt 0 ]; do sleep 2; done
-  pirates key-40
+    --poison-steps 20 --targets $K/resnet_small $K/convnet_small --save-pixels $R/sets/key-20 \
+    --epochs 1 --data $DATA --device $DEVICE --threads 2 ${EXTRA_CELL:-} \
+    --out $R/logs/key-20-probe.json > $R/logs/craft-key-20.log 2>&1 &
+  while [ ! -f $R/sets/key-20/config.json ] && [ $(left) -gt 0 ]; do sleep 2; done
+  pirates key-20
 }
 S=$K/resnet_small
 variant probe-40 --surrogates $S --steps 40 &

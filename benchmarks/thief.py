@@ -225,8 +225,11 @@ def protect_set(protector: Protector, originals: ImageSet, cache: Path) -> Prote
     started = time.perf_counter()
     protected_chunks, recovered_chunks = [], []
     with torch.set_grad_enabled(protector.attacks_targets):
-        for chunk in originals.images.split(BATCH):
-            pixels, records = protector.encode(chunk)
+        names = [originals.classes[i] for i in originals.labels]  # as protect's class folders
+        for start, chunk in zip(
+            range(0, len(names), BATCH), originals.images.split(BATCH), strict=True
+        ):
+            pixels, records = protector.encode(chunk, names[start : start + BATCH])
             protected_chunks.append(pixels)
             recovered_chunks.append(protector.decode(pixels, records)[0])
     protected, recovered = torch.cat(protected_chunks), torch.cat(recovered_chunks)

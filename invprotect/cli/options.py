@@ -87,8 +87,9 @@ PoisonStepsOption = Annotated[
         metavar="N",
         help=(
             "Refine each protected image with N steps of a targeted poison against the "
-            "--targets classifiers (a RAEG key; whole images of their size): a pirate who "
-            "trains on the set learns far less. 0: the network alone."
+            "--targets classifiers (a RAEG key; whole images of their size), each image "
+            "pushed from its class folder's class: a pirate who trains on the set learns "
+            "far less. 0: the network alone."
         ),
     ),
 ]

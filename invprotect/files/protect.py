@@ -66,7 +66,8 @@ def protect_tree(
     """Protect every image under ``src`` into ``dst`` (PNG with a sealed recovery record).
 
     ``protector`` is any `Protector` (`RAEG`, or a baseline `RAE` or `RIT`); its
-    `Protector.encode` makes the pixels and record bytes of each file. With ``shard``
+    `Protector.encode` makes the pixels and record bytes of each file (given its class
+    folder as its label, `Job.label`, which a poison pushes from). With ``shard``
     (of more than one), only that shard's files, with the same bytes as an unsharded
     run, and their manifest entries go through the shard's part (see the module's notes).
     ``progress`` is called with the number of files of each batch done, ``started`` once
@@ -239,7 +240,9 @@ def _encode(
 ) -> tuple[list[tuple[Job, SourceImage, torch.Tensor]], list[torch.Tensor], list[bytes]]:
     """Protect one group of equal size; when that fails, one image at a time, to name it."""
     try:
-        protected, residuals = protector.encode(torch.stack([padded for _, _, padded in group]))
+        protected, residuals = protector.encode(
+            torch.stack([padded for _, _, padded in group]), [job.label for job, _, _ in group]
+        )
         return group, list(protected), residuals
     except ValueError as error:
         if len(group) == 1:
@@ -248,7 +251,7 @@ def _encode(
     kept, images, records = [], [], []
     for item in group:
         try:
-            protected, residuals = protector.encode(item[2][None])
+            protected, residuals = protector.encode(item[2][None], [item[0].label])
         except ValueError as error:  # e.g. an image too small to hold a baseline's data
             report.failed.append((item[0].relative, str(error)))
             continue

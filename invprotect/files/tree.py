@@ -36,6 +36,12 @@ class Job:
     relative: str
     output: Path
 
+    @property
+    def label(self) -> str | None:
+        """The file's class in an ImageFolder: its top folder under SRC (``None`` at the top)."""
+        parts = self.relative.split("/")
+        return parts[0] if len(parts) > 1 else None
+
 
 @dataclass
 class TreeScan:

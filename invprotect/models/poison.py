@@ -8,14 +8,20 @@ al., NeurIPS 2021) held a pirate at 0.12-0.17 clean-test accuracy where the netw
 perturbation left 0.83 (try 8 of docs/results.md).
 
 `TargetedPoison` refines the protected levels of the network: starting from them, signed
-gradient steps push each image toward the class after the one the classifiers see in the
-original (``(c + 1) mod K``, so no labels are needed and every image of a class goes the same
-way), through random flips and shifts (a pirate's augmentation), while every value stays
+gradient steps push each image toward the class after its own (``(c + 1) mod K``, so every
+image of a class goes the same way), through random flips and shifts (a pirate's
+augmentation), while every value stays
 within ``epsilon`` levels of the original (so PSNR >= 20 log10(255 / epsilon) dB). Recovery
 is untouched: the record's residual codes the original against whatever the protected pixels
 are (`invprotect.models.exact.ExactCodec`), so it stays bit for bit, and the refinement is as
 secret as the residual. It costs ``steps`` forward and backward passes of the classifiers per
 image, and a larger residual.
+
+An image's own class is its label where one is given (the class folder of an ImageFolder,
+as `invprotect protect` passes it) and the classifiers know it by name; otherwise the class
+the classifiers see in the original. Labels matter: the classifiers miss the class of about
+one training image in five, and a push from the wrong class is a push the pirate cannot
+learn as a shortcut (`benchmarks/poison_hits.py`).
 
 Example:
     >>> import torch
@@ -73,6 +79,9 @@ class TargetedPoison:
         model: Classifiers (an `invprotect.targets.Ensemble`, say): ``[0, 1]`` images to logits.
         input_size: The side of the images the classifiers take; other sizes are refused.
         config: The settings.
+        classes: The classifiers' class names, in the order of their logits (labels that
+            are not among them count as unknown); ``None``: the model's ``classes``
+            (a `invprotect.targets.Classifier`'s or an `invprotect.targets.Ensemble`'s).
     """
 
     def __init__(
@@ -80,20 +89,27 @@ class TargetedPoison:
         model: nn.Module,
         input_size: int,
         config: PoisonConfig | None = None,
+        classes: Sequence[str] | None = None,
     ) -> None:
         self.model = model
         self.input_size = input_size
         self.config = config or PoisonConfig()
+        self.classes = list(getattr(model, "classes", ()) if classes is None else classes)
 
-    def refine(self, originals: Tensor, levels: Tensor) -> Tensor:
+    def refine(
+        self, originals: Tensor, levels: Tensor, labels: Sequence[str | None] | None = None
+    ) -> Tensor:
         """Poisoned levels (floats holding integers in ``0..255``) from the network's levels.
 
         Args:
             originals: ``uint8`` originals ``(B, 3, H, W)``.
             levels: The network's protected levels ``round(255 y)``, same shape (unclipped).
+            labels: Each image's class name, or ``None`` where unknown (then, and for
+                names not in `classes`, the class the classifiers see is pushed from).
 
         Raises:
-            ValueError: If the images are not of the classifiers' input size.
+            ValueError: If the images are not of the classifiers' input size, or the
+                labels are not one per image.
         """
         if tuple(originals.shape[-2:]) != (self.input_size,) * 2:
             raise ValueError(
@@ -101,12 +117,19 @@ class TargetedPoison:
                 f"this image is {originals.shape[-1]}x{originals.shape[-2]} (after padding): "
                 "protect it without --poison-steps, or train targets at its size"
             )
+        if labels is not None and len(labels) != originals.shape[0]:
+            raise ValueError(f"{len(labels)} labels for {originals.shape[0]} images")
         config = self.config
         device = next(self.model.parameters()).device
         x = originals.to(device).float() / 255
         with torch.no_grad():
             logits = self.model(x)
-        targets = (logits.argmax(1) + 1) % logits.shape[1]
+        own = logits.argmax(1)
+        index = {name: i for i, name in enumerate(self.classes)}
+        for i, label in enumerate(labels or ()):
+            if label in index:
+                own[i] = index[label]
+        targets = (own + 1) % logits.shape[1]
         generator = torch.Generator().manual_seed(config.seed)
         start = levels.to(device).float() / 255
         poisoned = targeted_steps(self.model, x, start, targets, config, generator)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
@@ -172,11 +172,14 @@ class Protector(abc.ABC):
             "refined images (only a RAEG key does)"
         )
 
-    def encode(self, originals: Tensor) -> tuple[Tensor, list[bytes]]:
+    def encode(
+        self, originals: Tensor, labels: Sequence[str | None] | None = None
+    ) -> tuple[Tensor, list[bytes]]:
         """Protected 8-bit images and, per image, the bytes recovery needs beside the pixels.
 
         The default: `protect` on the 8-bit grid, no record bytes. No gradient mode is
-        imposed (a baseline's attack needs gradients).
+        imposed (a baseline's attack needs gradients). ``labels`` (each image's class
+        name, or ``None``) serve a poison (`use_poison`); other protectors ignore them.
         """
         protected = _to_8bit(self.protect(originals.to(self.device).float() / 255)).cpu()
         return protected, [b""] * originals.shape[0]

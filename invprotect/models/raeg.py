@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -294,12 +296,16 @@ class RAEG(nn.Module, Protector):
         self.poison = poison
 
     @torch.no_grad()
-    def encode(self, originals: Tensor) -> tuple[Tensor, list[bytes]]:
+    def encode(
+        self, originals: Tensor, labels: Sequence[str | None] | None = None
+    ) -> tuple[Tensor, list[bytes]]:
         """Protected 8-bit images and their residuals (see `ExactCodec.encode`).
 
-        With a poison (`use_poison`), the network's images are refined by it first.
+        With a poison (`use_poison`), the network's images are refined by it first; it
+        pushes each image from its class in ``labels`` (a name, or ``None`` for the
+        class its classifiers see: `TargetedPoison.refine`).
         """
-        refine = None if self.poison is None else self.poison.refine
+        refine = None if self.poison is None else partial(self.poison.refine, labels=labels)
         return ExactCodec(self).encode(originals, refine)
 
     def decode(self, protected: Tensor, records: list[bytes]) -> tuple[Tensor, list[bool]]:

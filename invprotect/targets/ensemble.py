@@ -43,6 +43,11 @@ class Ensemble(nn.Module):
             parameter.requires_grad_(False)
         self.members.eval()
 
+    @property
+    def classes(self) -> list[str]:
+        """The members' class names, in the order of the logits (empty if they name none)."""
+        return list(getattr(self.members[0], "classes", ()))
+
     def train(self, mode: bool = True) -> Ensemble:
         """Keep the members in ``eval()`` mode whatever ``mode`` is (they are frozen)."""
         super().train(mode)

@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 from invprotect.cli import app
 from invprotect.files.images import pixel_digest
+from invprotect.targets import Classifier
 from tests.contracts import tiny_raeg
 
 runner = CliRunner()
@@ -40,7 +42,7 @@ def test_poisoned_folder_recovers_and_names_what_it_cannot_poison(
         app,
         [
             *("protect", str(small_image_folder), str(poisoned), "--protector", str(key)),
-            *("--targets", str(TARGET), "--poison-steps", "3"),
+            *("--targets", str(TARGET), "--poison-steps", "6"),
         ],
     )
     assert result.exit_code == 1, result.output  # the 64x64 image is named, the rest written
@@ -50,6 +52,19 @@ def test_poisoned_folder_recovers_and_names_what_it_cannot_poison(
     plain = np.asarray(Image.open(tmp_path / "plain" / name.with_suffix(".png")))
     changed = np.asarray(Image.open(poisoned / name.with_suffix(".png")))
     assert (plain != changed).mean() > 0.3  # the poison changed the network's image
+    target = Classifier.load(TARGET)
+    hits = {}
+    for tree in (tmp_path / "plain", poisoned):  # each file pushed from its folder's class
+        count = 0
+        for folder in ("airplane", "cat", "ship"):
+            files = sorted((tree / folder).glob("[!l]*.png"))  # not large.png
+            pixels = np.stack([np.asarray(Image.open(file)) for file in files])
+            with torch.no_grad():
+                seen = target(torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255)
+            following = (target.classes.index(folder) + 1) % len(target.classes)
+            count += int((seen.argmax(1) == following).sum())
+        hits[tree.name] = count / 36
+    assert hits["poisoned"] >= 0.5 and hits["poisoned"] >= hits["plain"] + 0.3, hits
 
     recovered = tmp_path / "recovered"
     result = runner.invoke(app, ["recover", str(poisoned), str(recovered), "--protector", str(key)])

@@ -69,6 +69,29 @@ def test_poison_pushes_the_classifiers_to_the_next_class(
     assert hit >= 0.75 and hit >= before + 0.4
 
 
+def test_poison_pushes_each_image_from_its_label_where_the_classifiers_know_it(
+    originals: torch.Tensor, classifier: Classifier
+) -> None:
+    with torch.no_grad():
+        seen = classifier(originals.float() / 255).argmax(1)
+    count = len(classifier.classes)
+    # the first 8 labelled one class past what the classifier sees: pushed two classes on
+    labels = [classifier.classes[(int(c) + 1) % count] for c in seen[:8]]
+    labels += [None] * 4 + ["zebra"] * 4  # no label, and a class the classifier does not know
+    raeg = _poisoned(10, classifier)
+    pixels, records = raeg.encode(originals, labels)
+    unlabelled, _ = raeg.encode(originals)
+    with torch.no_grad():
+        got = classifier(pixels.float() / 255).argmax(1)
+        without = classifier(unlabelled.float() / 255).argmax(1)
+    two_on = (seen[:8] + 2) % count
+    assert (got[:8] == two_on).float().mean() >= 0.5 > (without[:8] == two_on).float().mean()
+    assert torch.equal(got[8:], without[8:])  # no usable label: pushed as without labels
+    assert torch.equal(raeg.decode(pixels, records)[0], originals)
+    with pytest.raises(ValueError, match="3 labels for 16 images"):
+        raeg.encode(originals, ["cat"] * 3)
+
+
 def test_poison_refuses_images_of_another_size(classifier: Classifier) -> None:
     raeg = _poisoned(2, classifier)
     large = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
