@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import load_subset, write_result
+from common import labelled_chunks, load_subset, write_result
 
 from invprotect.data import ImageSet
 from invprotect.models.poison import PoisonConfig
@@ -54,7 +54,8 @@ def main() -> None:
     rows = {}
     for name, protector in settings.items():
         begun = time.time()
-        pixels = torch.cat([protector.encode(chunk)[0] for chunk in originals.images.split(100)])
+        chunks = labelled_chunks(originals, 100)
+        pixels = torch.cat([protector.encode(chunk, names)[0] for chunk, names in chunks])
         protected = ImageSet(pixels, originals.labels, originals.classes, originals.paths)
         inverse = learn_inverse(protected, originals, args.leaked, seed=0)
         rows[name] = inverse.metrics | {"seconds": round(time.time() - begun, 1)}

@@ -1,14 +1,15 @@
 """``protect --poison-steps``: cost, quality and what classifiers see, beside the network alone.
 
 Protects the same CIFAR-10 test images with the reference key (`benchmarks/reference/cifar10-h200`)
-through `Protector.encode` (the pixels and records files hold), once without a poison and once
-per ``--steps``, in alternating batches so that the machine's noise falls on every setting
-alike. Per setting: seconds per image, record bytes per image, PSNR and SSIM, bit-exact
-recoveries, and the accuracy of the key's targets (``resnet_small``, ``convnet_small``: the
-poison attacks them) and of an unseen family (``vgg_small`` of `benchmarks/reference/proxy`)
-on the protected images, as they are and after each defence (Table 1 of the paper). With
-``--grid PNG``: the first 8 originals, then per setting the protected images and their
-differences from the originals, amplified 10 times around gray.
+through `Protector.encode` (the pixels and records files hold; each image with its class name, as
+`invprotect protect` passes class folders), once without a poison and once per ``--steps``, in
+alternating batches so that the machine's noise falls on every setting alike. Per setting: seconds
+per image, record bytes per image, PSNR and SSIM, bit-exact recoveries, and the accuracy of the
+key's targets (``resnet_small``, ``convnet_small``: the poison attacks them) and of an unseen
+family (``vgg_small`` of `benchmarks/reference/proxy`) on the protected images, as they are and
+after each defence (Table 1 of the paper). With ``--grid PNG``: the first 8 originals, then per
+setting the protected images and their differences from the originals, amplified 10 times around
+gray.
 
 Example::
 
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import load_subset, write_result
+from common import labelled_chunks, load_subset, write_result
 from pytorch_msssim import ssim
 
 from invprotect.defences import create_defence_from_spec
@@ -89,10 +90,10 @@ def main() -> None:
     pixels: dict[int, list[torch.Tensor]] = {steps: [] for steps in settings}
     records: dict[int, list[bytes]] = {steps: [] for steps in settings}
     seconds = dict.fromkeys(settings, 0.0)
-    for chunk in test.images.split(args.batch_size):
+    for chunk, names in labelled_chunks(test, args.batch_size):
         for steps, protector in settings.items():
             begun = time.perf_counter()
-            out, blobs = protector.encode(chunk)
+            out, blobs = protector.encode(chunk, names)
             seconds[steps] += time.perf_counter() - begun
             pixels[steps].append(out)
             records[steps] += blobs

@@ -105,16 +105,20 @@ def main() -> None:
         "wall_s": round(time.time() - started, 1),
         "machine": machine(),
     }
-    print("| size | P_prt | SSIM | targets on originals | on protected | originals shrunk to 64 px "
-          "| protected shrunk to 64 px |")
+    print(
+        "| size | P_prt | SSIM | targets on originals | on protected | originals shrunk to 64 px "
+        "| protected shrunk to 64 px |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, row in rows.items():
         shrunk = ("originals, shrunk to 64 px", "protected, shrunk to 64 px")
         cells = [row.get(key) for key in shrunk]
         shown = [" / ".join(f"{v:.3f}" for v in c) if c else "" for c in cells]
-        print(f"| {name} | {row['psnr']:.2f} dB | {row['ssim']:.3f} | "
-              f"{' / '.join(f'{v:.3f}' for v in row['originals'])} | "
-              f"{' / '.join(f'{v:.3f}' for v in row['protected'])} | {shown[0]} | {shown[1]} |")
+        print(
+            f"| {name} | {row['psnr']:.2f} dB | {row['ssim']:.3f} | "
+            f"{' / '.join(f'{v:.3f}' for v in row['originals'])} | "
+            f"{' / '.join(f'{v:.3f}' for v in row['protected'])} | {shown[0]} | {shown[1]} |"
+        )
     print(f"bit-exact at {args.size} px: {result['exact']}, record {bits:.2f} bits per pixel")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))

@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,17 @@ def load_subset(root: Path, count: int | None, seed: int) -> ImageSet:
     return load_image_set(
         subset_index(scan_image_folder(root), count, seed), None, default_cache_dir()
     )
+
+
+def labelled_chunks(images: ImageSet, size: int) -> Iterator[tuple[torch.Tensor, list[str]]]:
+    """Chunks of ``size`` images with their class names (for `Protector.encode`).
+
+    As `invprotect protect` passes an ImageFolder's class folders: a poison pushes each
+    image from its class.
+    """
+    names = [images.classes[i] for i in images.labels]
+    for start in range(0, len(names), size):
+        yield images.images[start : start + size], names[start : start + size]
 
 
 def write_result(result: dict[str, Any], args: argparse.Namespace, started: float) -> None:

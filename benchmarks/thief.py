@@ -59,7 +59,7 @@ from typing import Any
 
 import matplotlib
 import torch
-from common import OUT, load_subset, machine
+from common import OUT, labelled_chunks, load_subset, machine
 from matplotlib.figure import Figure
 
 from invprotect._registry import UnknownNameError
@@ -225,11 +225,8 @@ def protect_set(protector: Protector, originals: ImageSet, cache: Path) -> Prote
     started = time.perf_counter()
     protected_chunks, recovered_chunks = [], []
     with torch.set_grad_enabled(protector.attacks_targets):
-        names = [originals.classes[i] for i in originals.labels]  # as protect's class folders
-        for start, chunk in zip(
-            range(0, len(names), BATCH), originals.images.split(BATCH), strict=True
-        ):
-            pixels, records = protector.encode(chunk, names[start : start + BATCH])
+        for chunk, names in labelled_chunks(originals, BATCH):
+            pixels, records = protector.encode(chunk, names)
             protected_chunks.append(pixels)
             recovered_chunks.append(protector.decode(pixels, records)[0])
     protected, recovered = torch.cat(protected_chunks), torch.cat(recovered_chunks)
