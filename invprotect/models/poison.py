@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-__all__ = ["PoisonConfig", "TargetedPoison", "targeted_steps"]
+__all__ = ["PoisonConfig", "TargetedPoison", "flip_and_shift", "targeted_steps"]
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def targeted_steps(
     with torch.enable_grad():
         for _ in range(config.steps):
             poisoned.requires_grad_(True)
-            seen = _augment(poisoned, config.shift, generator)
+            seen = flip_and_shift(poisoned, config.shift, generator)
             outputs = [model(seen)] + [model(view(seen)) for view in views]
             loss = sum(functional.cross_entropy(out, targets, reduction="sum") for out in outputs)
             (gradient,) = torch.autograd.grad(loss, poisoned)
@@ -185,8 +185,17 @@ def targeted_steps(
     return poisoned.detach()
 
 
-def _augment(images: Tensor, shift: int, generator: torch.Generator) -> Tensor:
-    """One random flip and shift (reflect padding) for the whole batch, differentiably."""
+def flip_and_shift(images: Tensor, shift: int, generator: torch.Generator) -> Tensor:
+    """A pirate's augmentation: one random flip and shift for the whole batch, differentiably.
+
+    The shift, up to ``shift`` pixels each way, pads by reflection; both draws come from
+    ``generator``.
+
+    Example:
+        >>> images = torch.rand(2, 3, 8, 8)
+        >>> flip_and_shift(images, 2, torch.Generator().manual_seed(0)).shape
+        torch.Size([2, 3, 8, 8])
+    """
     if torch.rand((), generator=generator) < 0.5:
         images = images.flip(-1)
     if shift == 0:
