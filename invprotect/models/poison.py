@@ -9,13 +9,12 @@ perturbation left 0.83 (try 8 of docs/results.md).
 
 `TargetedPoison` refines the protected levels of the network: starting from them, signed
 gradient steps push each image toward the class after its own (``(c + 1) mod K``, so every
-image of a class goes the same way), through random flips and shifts (a pirate's
-augmentation), while every value stays
-within ``epsilon`` levels of the original (so PSNR >= 20 log10(255 / epsilon) dB). Recovery
-is untouched: the record's residual codes the original against whatever the protected pixels
-are (`invprotect.models.exact.ExactCodec`), so it stays bit for bit, and the refinement is as
-secret as the residual. It costs ``steps`` forward and backward passes of the classifiers per
-image, and a larger residual.
+image of a class goes the same way), through random flips and shifts (a pirate's augmentation),
+while every value stays within ``epsilon`` levels of the original (so PSNR >= 20 log10(255 /
+epsilon) dB). Recovery is untouched: the record's residual codes the original against whatever
+the protected pixels are (`invprotect.models.exact.ExactCodec`), so it stays bit for bit, and
+the refinement is as secret as the residual. It costs ``steps`` forward and backward passes of
+the classifiers per image, and a larger residual.
 
 An image's own class is its label where one is given (the class folder of an ImageFolder,
 as `invprotect protect` passes it) and the classifiers know it by name; otherwise the class
