@@ -39,7 +39,7 @@ from invprotect.files.manifest import MANIFEST, manifest_part, read_manifest
 from invprotect.files.protect import protect_tree
 from invprotect.files.recover import recover_tree
 from invprotect.files.tree import TreeReport
-from invprotect.models import RAEG_PRESETS
+from invprotect.models import RAEG, RAEG_PRESETS
 from invprotect.models.poison import PoisonConfig
 from invprotect.sharding import Shard, worker_device
 from invprotect.training import ProtectorRunConfig, run_protector_training
@@ -220,6 +220,27 @@ def _print_quality(
     )
 
 
+def _warn_unknown_classes(src: Path, classes: list[str]) -> None:
+    """Say which images a poison must push from a guessed class: no class folder it knows."""
+    folders = []
+    if src.is_dir():
+        folders = sorted(p.name for p in src.iterdir() if p.is_dir() and p.name[0] != ".")
+    unknown = [name for name in folders if name not in classes]
+    if folders and not unknown:
+        return
+    where = (
+        f"class folders the --targets do not know ({', '.join(unknown[:5])}"
+        f"{', ...' if len(unknown) > 5 else ''})"
+        if unknown
+        else "SRC has no class folders"
+    )
+    console.print(
+        f"[yellow]warning[/] {escape(where)}: the poison pushes their images from the class "
+        "the targets see, which is weaker; protect a folder of SRC/<class>/<image> with the "
+        f"targets' classes ({escape(', '.join(classes[:5]))}{', ...' if len(classes) > 5 else ''})"
+    )
+
+
 def _run_tree(
     command: str,
     src: Path,
@@ -238,6 +259,8 @@ def _run_tree(
     except ValueError as error:
         raise fail(str(error)) from None
     loaded = load_protector_option(protector, device, targets, command == "protect", poison)
+    if isinstance(loaded, RAEG) and loaded.poison is not None:
+        _warn_unknown_classes(src, loaded.poison.classes)
     root = dst.parent if src.is_file() and dst.suffix.lower() == ".png" else dst
     manifest = root / MANIFEST
     before: dict[str, dict] = {}

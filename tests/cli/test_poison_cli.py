@@ -48,6 +48,7 @@ def test_poisoned_folder_recovers_and_names_what_it_cannot_poison(
     assert result.exit_code == 1, result.output  # the 64x64 image is named, the rest written
     assert "large.png" in result.output and "32x32" in result.output
     assert _summary(result.stdout)["written"] == 36
+    assert "weaker" not in result.output  # every class folder is one the target knows
     name = Path("airplane") / sorted(p.name for p in (small_image_folder / "airplane").iterdir())[0]
     plain = np.asarray(Image.open(tmp_path / "plain" / name.with_suffix(".png")))
     changed = np.asarray(Image.open(poisoned / name.with_suffix(".png")))
@@ -72,3 +73,21 @@ def test_poisoned_folder_recovers_and_names_what_it_cannot_poison(
     for original in sorted(small_image_folder.rglob("*.jpg")):
         relative = original.relative_to(small_image_folder).with_suffix(".png")
         assert pixel_digest(Image.open(recovered / relative)) == pixel_digest(Image.open(original))
+
+
+def test_poison_warns_of_images_without_a_class_folder_the_targets_know(
+    small_image_folder: Path, tmp_path: Path
+) -> None:
+    key = tiny_raeg(0).save(tmp_path / "key")
+    zoo = tmp_path / "zoo"
+    (zoo / "zebra").mkdir(parents=True)
+    photo = next((small_image_folder / "cat").glob("*.jpg"))
+    (zoo / "zebra" / photo.name).write_bytes(photo.read_bytes())
+    poison = ("--protector", str(key), "--targets", str(TARGET), "--poison-steps", "1")
+    result = runner.invoke(app, ["protect", str(zoo), str(tmp_path / "out"), *poison])
+    assert result.exit_code == 0, result.output
+    assert "class folders the --targets do not know (zebra)" in result.output
+    assert "airplane, automobile" in result.output  # what the targets know
+    single = runner.invoke(app, ["protect", str(photo), str(tmp_path / "one"), *poison])
+    assert single.exit_code == 0, single.output
+    assert "SRC has no class folders" in single.output
