@@ -211,7 +211,12 @@ PUBLIC_API = {
         "register_protector",
     ],
     "invprotect.rdh": ["CapacityError", "MAGIC", "capacity", "capacity_bpp", "embed", "extract"],
-    "invprotect.models.poison": ["PoisonConfig", "TargetedPoison", "targeted_steps"],
+    "invprotect.models.poison": [
+        "PoisonConfig",
+        "TargetedPoison",
+        "flip_and_shift",
+        "targeted_steps",
+    ],
     "invprotect.models": ["RAEG", "RAEG_PRESETS", "Discriminator", "Protector", "RAEGConfig"],
     "invprotect.training": [
         "ClassifierTrainingConfig",

@@ -270,7 +270,9 @@ def test_files_protected_before_coding_1_still_recover(
     for i, image in enumerate(originals):
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(src / f"{i}.png")
 
-    def previous_encode(self: RAEG, images: torch.Tensor) -> tuple[torch.Tensor, list[bytes]]:
+    def previous_encode(
+        self: RAEG, images: torch.Tensor, labels: object = None
+    ) -> tuple[torch.Tensor, list[bytes]]:
         protected = Protector.encode(self, images)[0]
         return protected, _coding_0(ExactCodec(self), images, protected)
 

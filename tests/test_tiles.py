@@ -247,9 +247,11 @@ def test_runs_by_pixels_split_large_batches(raeg: RAEG, tmp_path: Path) -> None:
     sizes: list[int] = []
     original = raeg.encode
 
-    def counting(originals: torch.Tensor) -> tuple[torch.Tensor, list[bytes]]:
+    def counting(
+        originals: torch.Tensor, labels: list[str | None] | None = None
+    ) -> tuple[torch.Tensor, list[bytes]]:
         sizes.append(originals.shape[0])
-        return original(originals)
+        return original(originals, labels)
 
     raeg.encode = counting  # type: ignore[method-assign]
     try:
