@@ -60,14 +60,10 @@ def protect(args: argparse.Namespace, originals: Tensor, labels: list[str | None
     protected = protect_images(raeg, originals)
     if raeg.poison is None:
         return protected
-    chunks = zip(
-        originals.split(1000), protected.split(1000), range(0, len(labels), 1000), strict=True
-    )
+    chunks = [slice(i, i + 1000) for i in range(0, len(labels), 1000)]
+    refine = raeg.poison.refine
     return torch.cat(
-        [
-            raeg.poison.refine(x, levels.float(), labels[i : i + 1000]).to(torch.uint8)
-            for x, levels, i in chunks
-        ]
+        [refine(originals[c], protected[c].float(), labels[c]).to(torch.uint8) for c in chunks]
     )
 
 
