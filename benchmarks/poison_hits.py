@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from common import load_subset, write_result
+from poison_probe import craft as probe_craft
 from torch import Tensor
 
 from invprotect.data import ImageSet
@@ -64,12 +65,12 @@ def craft(
     if push_from == "predicted":
         with torch.no_grad():
             labels = surrogates(x).argmax(1)
-    if start_kind == "random":
-        noise = torch.rand(x.shape, generator=generator) * 2 - 1
-        start = (x + noise * config.epsilon / 255).clamp(0, 1)
+    targets = (labels + 1) % 10
+    if start_kind == "random":  # try 8's crafting
+        out = probe_craft(surrogates, x, targets, config, [], generator)
     else:
         start = network.float() / 255 if start_kind == "network" else x
-    out = targeted_steps(surrogates, x, start, (labels + 1) % 10, config, generator)
+        out = targeted_steps(surrogates, x, start, targets, config, generator)
     return out.mul(255).round().to(torch.uint8)
 
 
