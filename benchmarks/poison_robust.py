@@ -35,7 +35,7 @@ from torch.nn import functional
 from invprotect.attacks import create_attack
 from invprotect.defences import create_defence_from_spec
 from invprotect.metrics import psnr
-from invprotect.models.poison import flip_and_shift
+from invprotect.models.poison import PoisonConfig, flip_and_shift, targeted_steps
 from invprotect.targets import Classifier, Ensemble
 
 HERE = Path(__file__).resolve().parent
@@ -60,21 +60,27 @@ def craft(
     steps: int,
     generator: torch.Generator,
 ) -> Tensor:
-    """Targeted L-inf PGD (8 levels) on a per-pixel change or on an N x N grid's."""
-    eps = 8 / 255
-    side = x.shape[-1] if grid == 0 else grid
-    change = torch.zeros(x.shape[0], 3, side, side)
+    """Targeted L-inf PGD (8 levels) from the original, as ``uint8`` images.
+
+    Per pixel, the product's loop (`targeted_steps`); with a grid, the same steps on an
+    N x N change, upsampled bilinearly.
+    """
+    config = PoisonConfig(steps=steps)
+    if grid == 0:
+        out = targeted_steps(model, x, x, targets, config, generator, views)
+        return out.mul(255).round().to(torch.uint8)
+    eps = config.epsilon / 255
+    change = torch.zeros(x.shape[0], 3, grid, grid)
     step = 2.5 * eps / steps
 
     def image(z: Tensor) -> Tensor:
-        if grid:
-            z = functional.interpolate(z, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        z = functional.interpolate(z, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return (x + z).clamp(0, 1)
 
     with torch.enable_grad():
         for _ in range(steps):
             change.requires_grad_(True)
-            seen = flip_and_shift(image(change), 4, generator)
+            seen = flip_and_shift(image(change), config.shift, generator)
             outputs = [model(seen)] + [model(view(seen)) for view in views]
             loss = sum(functional.cross_entropy(out, targets, reduction="sum") for out in outputs)
             (gradient,) = torch.autograd.grad(loss, change)
