@@ -7,13 +7,17 @@ alternating batches so that the machine's noise falls on every setting alike. Pe
 per image, record bytes per image, PSNR and SSIM, bit-exact recoveries, and the accuracy of the
 key's targets (``resnet_small``, ``convnet_small``: the poison attacks them) and of an unseen
 family (``vgg_small`` of `benchmarks/reference/proxy`) on the protected images, as they are and
-after each defence (Table 1 of the paper). With ``--grid PNG``: the first 8 originals, then per
-setting the protected images and their differences from the originals, amplified 10 times around
-gray.
+after each defence (Table 1 of the paper). ``--poisons`` picks the kinds (`POISONS`): ``linf``
+(8 levels per value, the default of ``protect``), ``l2`` (``--poison-psnr 32.25``) and
+``l2-through`` (also ``--poison-through`` JPEG 10, grayscale and the recipes' ComDefend,
+``comdefend-seen``; the table's ComDefend is the thief's ``comdefend-unseen``). With ``--grid
+PNG``: the first 8 originals, then per setting the protected images and their differences from
+the originals, amplified 10 times around gray.
 
 Example::
 
     python benchmarks/bench_poison.py --images 500 --steps 20 40
+    python benchmarks/bench_poison.py --images 500 --steps 20 --poisons linf l2 l2-through
 """
 
 from __future__ import annotations
@@ -46,6 +50,18 @@ DEFENCES = [
     f"comdefend:weights={HERE / 'reference' / 'proxy' / 'comdefend-unseen'}",
 ]
 
+SEEN = HERE / "reference" / "proxy" / "comdefend-seen"
+POISONS = {
+    "linf": {},
+    "l2": {"psnr": 32.25, "epsilon": 24},
+    "l2-through": {
+        "psnr": 32.25,
+        "epsilon": 24,
+        "through": ("jpeg:quality=10", "grayscale", f"comdefend:weights={SEEN}"),
+    },
+}
+"""The poisons ``--poisons`` names: `PoisonConfig` settings besides the steps."""
+
 
 def accuracies(images: torch.Tensor, labels: torch.Tensor) -> dict[str, dict[str, float]]:
     """Per defence, the accuracy of each classifier on ``uint8`` images."""
@@ -74,6 +90,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/datasets/cifar10"))
     parser.add_argument("--images", type=int, default=500)
     parser.add_argument("--steps", type=int, nargs="+", default=[20, 40])
+    parser.add_argument("--poisons", nargs="+", default=["linf"], choices=list(POISONS))
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=HERE / "out" / "bench_poison.json")
@@ -84,27 +101,30 @@ def main() -> None:
     started = time.time()
     test = load_subset(args.data / "test", args.images, 0)
     targets = [KEY / "resnet_small", KEY / "convnet_small"]
-    settings = {0: load_protector(KEY / "protector")}
-    for steps in args.steps:
-        settings[steps] = load_protector(KEY / "protector", "cpu", targets, PoisonConfig(steps))
-    pixels: dict[int, list[torch.Tensor]] = {steps: [] for steps in settings}
-    records: dict[int, list[bytes]] = {steps: [] for steps in settings}
+    settings = {"network alone": load_protector(KEY / "protector")}
+    for kind in args.poisons:
+        for steps in args.steps:
+            config = PoisonConfig(steps, **POISONS[kind])
+            name = f"poison {steps} steps" if kind == "linf" else f"{kind} poison {steps} steps"
+            settings[name] = load_protector(KEY / "protector", "cpu", targets, config)
+    pixels: dict[str, list[torch.Tensor]] = {name: [] for name in settings}
+    records: dict[str, list[bytes]] = {name: [] for name in settings}
     seconds = dict.fromkeys(settings, 0.0)
     for chunk, names in labelled_chunks(test, args.batch_size):
-        for steps, protector in settings.items():
+        for name, protector in settings.items():
             begun = time.perf_counter()
             out, blobs = protector.encode(chunk, names)
-            seconds[steps] += time.perf_counter() - begun
-            pixels[steps].append(out)
-            records[steps] += blobs
+            seconds[name] += time.perf_counter() - begun
+            pixels[name].append(out)
+            records[name] += blobs
     rows = {}
-    for steps, protector in settings.items():
-        protected = torch.cat(pixels[steps])
-        restored, _ = protector.decode(protected, records[steps])
+    for name, protector in settings.items():
+        protected = torch.cat(pixels[name])
+        restored, _ = protector.decode(protected, records[name])
         x, y = test.images.float() / 255, protected.float() / 255
-        rows[f"poison {steps} steps" if steps else "network alone"] = {
-            "seconds_per_image": round(seconds[steps] / len(test), 4),
-            "record_bytes_per_image": round(sum(map(len, records[steps])) / len(test), 1),
+        rows[name] = {
+            "seconds_per_image": round(seconds[name] / len(test), 4),
+            "record_bytes_per_image": round(sum(map(len, records[name])) / len(test), 1),
             "psnr": round(float(psnr(y, x).mean()), 2),
             "ssim": round(float(ssim(y, x, data_range=1.0, win_size=7)), 4),
             "exact": int((restored == test.images).flatten(1).all(1).sum()),
@@ -114,8 +134,8 @@ def main() -> None:
     if args.grid is not None:
         first = test.images[:8].float() / 255
         pictures = [first]
-        for steps in settings:
-            protected = torch.cat(pixels[steps])[:8].float() / 255
+        for name in settings:
+            protected = torch.cat(pixels[name])[:8].float() / 255
             pictures += [protected, amplified_difference(protected, first)]
         image_grid(pictures).save(args.grid)
     for name, row in rows.items():

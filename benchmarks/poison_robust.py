@@ -12,7 +12,12 @@ targets and an unseen family (``vgg_small`` of `benchmarks/reference/proxy`) cla
 - ``pixel``: one change per pixel (the key's `protect --poison-steps`);
 - ``squeeze``: the loss also through Kornia's differentiable JPEG at quality 10 and grayscale;
 - ``grid N``: the change drawn on an N x N grid and upsampled bilinearly (low frequencies,
-  which JPEG keeps), with and without ``squeeze``.
+  which JPEG keeps), with and without ``squeeze``;
+- ``purifiers``: ``squeeze`` plus the recipes' own ComDefend (``comdefend-seen``, its
+  binarisation passed straight through; the thief's ``comdefend-unseen`` is evaluated);
+- ``l2 D``: an L2 budget instead of L-inf (`PoisonConfig.psnr`): each image's change holds
+  the PSNR of ``D`` dB (per value at most ``CAP`` levels), normalised-gradient steps, so the
+  change goes where it pays; with and without ``purifiers``.
 
 Example::
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -33,7 +39,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from invprotect.attacks import create_attack
-from invprotect.defences import create_defence_from_spec
+from invprotect.defences import ComDefend, create_defence_from_spec
 from invprotect.metrics import psnr
 from invprotect.models.poison import PoisonConfig, flip_and_shift, targeted_steps
 from invprotect.targets import Classifier, Ensemble
@@ -47,8 +53,20 @@ DEFENCES = [
     "grayscale",
     f"comdefend:weights={PROXY / 'comdefend-unseen'}",
 ]
-VARIANTS = {"pixel": (0, False), "squeeze": (0, True), "grid 8": (8, False), "grid 16": (16, False)}
-VARIANTS |= {"grid 8 + squeeze": (8, True), "grid 16 + squeeze": (16, True)}
+CAP = 24
+# name: (grid side or 0, views, PSNR budget in dB or None for L-inf 8 levels)
+VARIANTS = {
+    "pixel": (0, "none", None),
+    "squeeze": (0, "squeeze", None),
+    "purifiers": (0, "purifiers", None),
+    "grid 8": (8, "none", None),
+    "grid 16": (16, "none", None),
+    "grid 8 + squeeze": (8, "squeeze", None),
+    "grid 16 + squeeze": (16, "squeeze", None),
+    "l2 32.25": (0, "none", 32.25),
+    "l2 32.25 + purifiers": (0, "purifiers", 32.25),
+    "l2 30.5 + purifiers": (0, "purifiers", 30.5),
+}
 
 
 def craft(
@@ -56,16 +74,20 @@ def craft(
     x: Tensor,
     targets: Tensor,
     grid: int,
-    views: list[nn.Module],
+    views: list[Callable[[Tensor], Tensor]],
     steps: int,
     generator: torch.Generator,
+    budget: float | None = None,
 ) -> Tensor:
-    """Targeted L-inf PGD (8 levels) from the original, as ``uint8`` images.
+    """Targeted PGD from the original, as ``uint8`` images.
 
-    Per pixel, the product's loop (`targeted_steps`); with a grid, the same steps on an
-    N x N change, upsampled bilinearly.
+    Per pixel, the product's loop (`targeted_steps`: L-inf 8 levels, or with a ``budget``
+    the L2 ball of that PSNR in dB, ``CAP`` levels per value); with a grid, the L-inf steps
+    on an N x N change, upsampled bilinearly.
     """
     config = PoisonConfig(steps=steps)
+    if budget is not None:
+        config = PoisonConfig(steps=steps, epsilon=CAP, psnr=budget)
     if grid == 0:
         out = targeted_steps(model, x, x, targets, config, generator, views)
         return out.mul(255).round().to(torch.uint8)
@@ -127,9 +149,15 @@ def main() -> None:
     }
     surrogates = Ensemble([models["resnet_small"], models["convnet_small"]])
     squeezers = [create_attack("jpeg_kornia", quality=10), create_attack("grayscale")]
+    seen = ComDefend.load(PROXY / "comdefend-seen").eval().requires_grad_(False)
+    views = {
+        "none": [],
+        "squeeze": squeezers,
+        "purifiers": [*squeezers, seen.reconstruct_straight_through],
+    }
     rows = {"originals": {"hits": hits(train.images, train.labels, models)}}
     for name in args.variants:
-        grid, squeeze = VARIANTS[name]
+        grid, seen_through, budget = VARIANTS[name]
         begun = time.perf_counter()
         generator = torch.Generator().manual_seed(0)
         out = torch.cat(
@@ -139,9 +167,10 @@ def main() -> None:
                     images.float() / 255,
                     (labels + 1) % 10,
                     grid,
-                    squeezers if squeeze else [],
+                    views[seen_through],
                     args.steps,
                     generator,
+                    budget,
                 )
                 for images, labels in zip(
                     train.images.split(args.batch_size),

@@ -9,14 +9,18 @@ checkpoints; recovering needs none (the baselines keep nothing secret).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 import invprotect.models  # noqa: F401  (registers RAEG)
+from invprotect._registry import UnknownNameError
+from invprotect.attacks import create_attack
 from invprotect.baselines import create_baseline, is_baseline, list_baselines
 from invprotect.checkpoint import CheckpointError
+from invprotect.defences import JPEG, ComDefend, Grayscale, create_defence_from_spec
 from invprotect.models.poison import PoisonConfig, TargetedPoison
 from invprotect.models.protector import PROTECTORS, Checkpoint, Protector
 from invprotect.targets import Classifier, Ensemble
@@ -90,7 +94,36 @@ def _poison(
     sizes = {member.input_size for member in ensemble.members}
     if len(sizes) != 1:
         raise ValueError(f"the poison's classifiers take different image sizes: {sorted(sizes)}")
-    return TargetedPoison(ensemble, sizes.pop(), config)
+    views = _poison_views(config.through, device)
+    return TargetedPoison(ensemble, sizes.pop(), config, views=views)
+
+
+def _poison_views(specs: Sequence[str], device: torch.device) -> list[Callable[[Tensor], Tensor]]:
+    """Differentiable stand-ins for the thief's defences ``specs`` that the poison sees through.
+
+    Raises:
+        ValueError: For a malformed spec, or a defence the poison cannot see through.
+        CheckpointError: For a ComDefend whose weights cannot be read.
+    """
+    views: list[Callable[[Tensor], Tensor]] = []
+    for spec in specs:
+        try:
+            defence = create_defence_from_spec(spec)
+        except UnknownNameError as error:
+            raise ValueError(f"the poison cannot see through {spec!r}: {error}") from None
+        if isinstance(defence, ComDefend):
+            purifier = defence.to(device).eval().requires_grad_(False)
+            views.append(purifier.reconstruct_straight_through)
+        elif isinstance(defence, JPEG):
+            views.append(create_attack("jpeg_kornia", quality=defence.quality))
+        elif isinstance(defence, Grayscale):
+            views.append(create_attack("grayscale"))
+        else:
+            raise ValueError(
+                f"the poison cannot see through {spec!r}: it takes jpeg:quality=Q, grayscale "
+                "and comdefend:weights=PATH"
+            )
+    return views
 
 
 def _ensemble(targets: Sequence[str | Path], device: torch.device) -> Ensemble | None:

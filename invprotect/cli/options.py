@@ -96,12 +96,46 @@ PoisonStepsOption = Annotated[
 """``--poison-steps`` of ``protect`` (`invprotect.models.poison`)."""
 
 PoisonEpsilonOption = Annotated[
-    int,
+    int | None,
     typer.Option(
-        min=1, max=255, metavar="LEVELS", help="Largest change of a value by the poison (8-bit)."
+        min=1,
+        max=255,
+        metavar="LEVELS",
+        help=(
+            "Largest change of a value by the poison (8-bit) [default: 8, or 24 with "
+            "--poison-psnr]."
+        ),
     ),
 ]
 """``--poison-epsilon`` of ``protect``."""
+
+PoisonPsnrOption = Annotated[
+    float | None,
+    typer.Option(
+        min=10.0,
+        max=60.0,
+        metavar="DB",
+        help=(
+            "Bound the poison's change of each image by its PSNR instead of by each value "
+            "(an L2 budget; values still within --poison-epsilon): a stronger poison at the "
+            "same PSNR, which survives JPEG and purifiers better."
+        ),
+    ),
+]
+"""``--poison-psnr`` of ``protect``."""
+
+PoisonThroughOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="SPEC",
+        help=(
+            "A thief's defence the poison's steps also see each image through (repeat for "
+            "several): jpeg:quality=Q, grayscale or comdefend:weights=PATH. Stronger against "
+            "that cleaning; each adds about one pass of the targets per step."
+        ),
+    ),
+]
+"""``--poison-through`` of ``protect``."""
 
 FileBatchOption = Annotated[int, typer.Option(min=1, metavar="N", help="Images per batch.")]
 """``--batch-size`` of the folder commands ``protect`` and ``recover``."""

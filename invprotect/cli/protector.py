@@ -22,7 +22,9 @@ from invprotect.cli.options import (
     DeviceOption,
     FileBatchOption,
     PoisonEpsilonOption,
+    PoisonPsnrOption,
     PoisonStepsOption,
+    PoisonThroughOption,
     ProtectorOption,
     StepBatchOption,
     TargetPsnrOption,
@@ -298,7 +300,9 @@ def protect(
     protector: ProtectorOption,
     targets: TargetsOption = None,
     poison_steps: PoisonStepsOption = 0,
-    poison_epsilon: PoisonEpsilonOption = 8,
+    poison_epsilon: PoisonEpsilonOption = None,
+    poison_psnr: PoisonPsnrOption = None,
+    poison_through: PoisonThroughOption = None,
     batch_size: FileBatchOption = 64,
     device: DeviceOption = "auto",
     threads: ThreadsOption = None,
@@ -312,7 +316,11 @@ def protect(
     files and one manifest (see docs/scaling.md). With --poison-steps, each image is
     also refined into a targeted poison against --targets (see docs/thief.md).
     """
-    poison = PoisonConfig(steps=poison_steps, epsilon=poison_epsilon) if poison_steps else None
+    poison = None
+    if poison_steps:
+        epsilon = poison_epsilon or (8 if poison_psnr is None else 24)
+        through = tuple(poison_through or ())
+        poison = PoisonConfig(poison_steps, epsilon, psnr=poison_psnr, through=through)
     _run_tree("protect", src, dst, protector, targets, batch_size, device, shard, poison)
 
 

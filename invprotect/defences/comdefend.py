@@ -246,6 +246,18 @@ class ComDefend(Defence):
         out = self.decode(self.binarize(self.encode(images)))
         return out[..., :height, :width]
 
+    def reconstruct_straight_through(self, images: Tensor) -> Tensor:
+        """`reconstruct` in ``[0, 1]`` with the binarisation's gradient passed straight through.
+
+        The forward pass gives the hard bits' reconstruction; the backward pass takes the
+        gradient of ``sigmoid(code)`` in their place, so that a loss can be pushed through
+        the purifier (sides multiples of ``space_to_depth``).
+        """
+        code = self.encode(images)
+        soft = torch.sigmoid(code)
+        bits = self.binarize(code) + soft - soft.detach()
+        return self.decode(bits).clamp(0.0, 1.0)
+
     def training_loss(
         self, images: Tensor, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:

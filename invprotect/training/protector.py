@@ -270,7 +270,7 @@ def train_protector(
         )
         if purifier is not None:
             classification = classification + fool(
-                classify(_purify_ste(purifier, protected)), labels
+                classify(purifier.reconstruct_straight_through(protected)), labels
             )
         image_psnr = psnr(protected, x, max_db=100.0)
         loss = (
@@ -390,14 +390,6 @@ def _fooling_loss(config: ProtectorTrainingConfig) -> Callable[[Tensor, Tensor],
         return targeted_margin_loss(logits, targets, config.margin)
 
     return class_consistent
-
-
-def _purify_ste(purifier: ComDefend, images: Tensor) -> Tensor:
-    """ComDefend's reconstruction with the binarisation's gradient passed straight through."""
-    code = purifier.encode(images)
-    soft = torch.sigmoid(code)
-    bits = purifier.binarize(code) + soft - soft.detach()
-    return purifier.decode(bits).clamp(0.0, 1.0)
 
 
 def perceptual_loss(spec: str, device: torch.device) -> Callable[[Tensor, Tensor], Tensor]:

@@ -91,3 +91,37 @@ def test_poison_warns_of_images_without_a_class_folder_the_targets_know(
     single = runner.invoke(app, ["protect", str(photo), str(tmp_path / "one"), *poison])
     assert single.exit_code == 0, single.output
     assert "SRC has no class folders" in single.output
+
+
+def test_poison_psnr_bounds_each_file_and_recovers(
+    small_image_folder: Path, tmp_path: Path
+) -> None:
+    key = tiny_raeg(0).save(tmp_path / "key")
+    poison = ("--protector", str(key), "--targets", str(TARGET), "--poison-steps", "3")
+    src = small_image_folder / "cat"
+    bad = runner.invoke(
+        app, ["protect", str(src), str(tmp_path / "x"), *poison, "--poison-psnr", "5"]
+    )
+    assert bad.exit_code == 2 and "--poison-psnr" in bad.output
+    through = ("--poison-through", "median_filter")
+    bad = runner.invoke(app, ["protect", str(src), str(tmp_path / "x"), *poison, *through])
+    assert bad.exit_code == 2 and "cannot see through 'median_filter'" in bad.output
+    assert not (tmp_path / "x").exists()  # refused before anything was written
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["protect", str(src), str(out), *poison, "--poison-psnr", "31"])
+    assert result.exit_code == 0, result.output
+    rms_bound = 255 * 10 ** (-31 / 20) + 0.5  # the budget, plus rounding's half level
+    moved_far = False
+    for original in sorted(src.glob("*.jpg")):
+        before = np.asarray(Image.open(original)).astype(float)
+        after = np.asarray(Image.open(out / original.with_suffix(".png").name)).astype(float)
+        change = after - before
+        assert np.sqrt(np.mean(change**2)) <= rms_bound and np.abs(change).max() <= 24
+        moved_far |= bool((np.abs(change) > 8).any())
+    assert moved_far  # some values moved past the L-inf poison's 8 levels
+    recovered = tmp_path / "recovered"
+    result = runner.invoke(app, ["recover", str(out), str(recovered), "--protector", str(key)])
+    assert result.exit_code == 0, result.output
+    for original in sorted(src.glob("*.jpg")):
+        again = Image.open(recovered / original.with_suffix(".png").name)
+        assert pixel_digest(again) == pixel_digest(Image.open(original))

@@ -17,6 +17,8 @@ from tests.contracts import tiny_raeg
 
 REFERENCE = Path(__file__).parents[2] / "benchmarks" / "reference" / "cifar10-h200"
 """A committed CIFAR-10 target (an untrained classifier's output does not depend on its input)."""
+COMDEFEND = REFERENCE.parent / "proxy" / "comdefend-seen"
+"""A committed ComDefend, for a poison that sees the images through it."""
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +94,51 @@ def test_poison_pushes_each_image_from_its_label_where_the_classifiers_know_it(
         raeg.encode(originals, ["cat"] * 3)
 
 
+def test_psnr_budget_holds_each_images_psnr_and_moves_values_where_it_pays(
+    originals: torch.Tensor, classifier: Classifier
+) -> None:
+    budget = 32.0
+    raeg = tiny_raeg(0)
+    raeg.use_poison(TargetedPoison(classifier, 32, PoisonConfig(steps=10, epsilon=24, psnr=budget)))
+    pixels, records = raeg.encode(originals)
+    change = pixels.float() - originals.float()
+    # the L2 ball holds the budget before rounding; rounding adds at most half a level per value
+    rms_bound = 255 * 10 ** (-budget / 20) + 0.5
+    assert change.square().flatten(1).mean(1).sqrt().max() <= rms_bound
+    assert change.abs().max() <= 24  # the per-value cap
+    assert (change.abs() > 8).any()  # not an L-inf ball of 8: the change goes where it pays
+    with torch.no_grad():
+        wanted = (classifier(originals.float() / 255).argmax(1) + 1) % len(classifier.classes)
+        hit = (classifier(pixels.float() / 255).argmax(1) == wanted).float().mean()
+    assert hit >= 0.75
+    restored, exact = raeg.decode(pixels, records)
+    assert all(exact) and torch.equal(restored, originals)
+
+
+def test_poison_steps_see_the_images_through_each_defence_of_through(
+    tmp_path: Path, originals: torch.Tensor, classifier: Classifier
+) -> None:
+    seen = []
+
+    def spy(images: torch.Tensor) -> torch.Tensor:
+        seen.append(images.requires_grad)
+        return images.flip(-2)  # a view the classifier must be fooled through as well
+
+    poison = TargetedPoison(classifier, 32, PoisonConfig(steps=3), views=[spy])
+    poison.refine(originals[:2], originals[:2].float())
+    assert seen == [True] * 3  # once per step, on the images being optimised
+
+    key = tiny_raeg(0).save(tmp_path / "key")
+    target = classifier.save(tmp_path / "target")
+    through = ("jpeg:quality=10", "grayscale", f"comdefend:weights={COMDEFEND}")
+    loaded = load_protector(key, "cpu", [target], PoisonConfig(steps=1, through=through))
+    assert isinstance(loaded, RAEG) and loaded.poison is not None
+    assert len(loaded.poison.views) == 3
+    for spec, message in [("median_filter", "takes jpeg:quality=Q"), ("jpgg", "did you mean")]:
+        with pytest.raises(ValueError, match=message):
+            load_protector(key, "cpu", [target], PoisonConfig(steps=1, through=(spec,)))
+
+
 def test_poison_refuses_images_of_another_size(classifier: Classifier) -> None:
     raeg = _poisoned(2, classifier)
     large = torch.randint(0, 256, (1, 3, 64, 64), dtype=torch.uint8)
@@ -103,7 +150,14 @@ def test_poison_refuses_images_of_another_size(classifier: Classifier) -> None:
 
 @pytest.mark.parametrize(
     ("settings", "message"),
-    [({"steps": -1}, "steps"), ({"epsilon": 0}, "epsilon"), ({"shift": 1.5}, "shift")],
+    [
+        ({"steps": -1}, "steps"),
+        ({"epsilon": 0}, "epsilon"),
+        ({"shift": 1.5}, "shift"),
+        ({"psnr": 5.0}, "psnr"),
+        ({"psnr": "32"}, "psnr"),
+        ({"through": ["grayscale"]}, "through"),
+    ],
 )
 def test_poison_config_refuses_bad_settings(settings: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
