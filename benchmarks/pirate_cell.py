@@ -57,7 +57,8 @@ def protect(args: argparse.Namespace, originals: Tensor, labels: list[str | None
     poison = None
     if args.poison_steps:
         epsilon = args.poison_epsilon or (8 if args.poison_psnr is None else 24)
-        poison = PoisonConfig(steps=args.poison_steps, epsilon=epsilon, psnr=args.poison_psnr)
+        through = tuple(args.poison_through)
+        poison = PoisonConfig(args.poison_steps, epsilon, psnr=args.poison_psnr, through=through)
     raeg = load_protector(args.protector, args.device, args.targets, poison)
     assert isinstance(raeg, RAEG), "pirate_cell.py protects with a RAEG key"
     protected = protect_images(raeg, originals)
@@ -85,6 +86,9 @@ def main() -> None:
     parser.add_argument("--poison-steps", type=int, default=0, help="a targeted poison on top")
     parser.add_argument("--poison-epsilon", type=int, default=None, help="8, or 24 with psnr")
     parser.add_argument("--poison-psnr", type=float, default=None, help="its L2 budget (dB)")
+    parser.add_argument(
+        "--poison-through", action="append", default=[], help="a defence spec it sees through"
+    )
     parser.add_argument("--targets", type=Path, nargs="*", default=[], help="what it attacks")
     parser.add_argument(
         "--no-labels", action="store_true", help="the poison pushes from the targets' class"
@@ -141,6 +145,7 @@ def main() -> None:
         "poison_steps": args.poison_steps,
         "poison_labels": not args.no_labels,
         "poison_psnr": args.poison_psnr,
+        "poison_through": args.poison_through,
         "targets": [str(path) for path in args.targets],
         "arch": args.arch,
         "accuracy": [round(value, 4) for value in report.accuracy],
