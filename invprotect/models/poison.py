@@ -204,11 +204,10 @@ def targeted_steps(
         radius = originals[0].numel() ** 0.5 * 10 ** (-config.psnr / 20)
 
     def project(images: Tensor) -> Tensor:
-        change = images - originals
         if radius is not None:
-            norms = _norms(change)
-            change = change * (radius / norms.clamp_min(1e-12)).clamp(max=1)
-        return (originals + change.clamp(-eps, eps)).clamp(0, 1)
+            change = images - originals
+            images = originals + change * (radius / _norms(change).clamp_min(1e-12)).clamp(max=1)
+        return torch.minimum(torch.maximum(images, originals - eps), originals + eps).clamp(0, 1)
 
     def direction(gradient: Tensor) -> Tensor:
         if radius is None:
