@@ -53,10 +53,9 @@ DEFENCES = [
 SEEN = HERE / "reference" / "proxy" / "comdefend-seen"
 POISONS = {
     "linf": {},
-    "l2": {"psnr": 32.25, "epsilon": 24},
+    "l2": {"psnr": 32.25},
     "l2-through": {
         "psnr": 32.25,
-        "epsilon": 24,
         "through": ("jpeg:quality=10", "grayscale", f"comdefend:weights={SEEN}"),
     },
 }

@@ -56,9 +56,9 @@ def protect(args: argparse.Namespace, originals: Tensor, labels: list[str | None
     """
     poison = None
     if args.poison_steps:
-        epsilon = args.poison_epsilon or (8 if args.poison_psnr is None else 24)
         through = tuple(args.poison_through)
-        poison = PoisonConfig(args.poison_steps, epsilon, psnr=args.poison_psnr, through=through)
+        config = (args.poison_steps, args.poison_epsilon)
+        poison = PoisonConfig(*config, psnr=args.poison_psnr, through=through)
     raeg = load_protector(args.protector, args.device, args.targets, poison)
     assert isinstance(raeg, RAEG), "pirate_cell.py protects with a RAEG key"
     protected = protect_images(raeg, originals)

@@ -16,7 +16,7 @@ targets and an unseen family (``vgg_small`` of `benchmarks/reference/proxy`) cla
 - ``purifiers``: ``squeeze`` plus the recipes' own ComDefend (``comdefend-seen``, its
   binarisation passed straight through; the thief's ``comdefend-unseen`` is evaluated);
 - ``l2 D``: an L2 budget instead of L-inf (`PoisonConfig.psnr`): each image's change holds
-  the PSNR of ``D`` dB (per value at most ``CAP`` levels), normalised-gradient steps, so the
+  the PSNR of ``D`` dB (per value at most 24 levels), normalised-gradient steps, so the
   change goes where it pays; with and without ``purifiers``.
 
 Example::
@@ -53,7 +53,6 @@ DEFENCES = [
     "grayscale",
     f"comdefend:weights={PROXY / 'comdefend-unseen'}",
 ]
-CAP = 24
 # name: (grid side or 0, views, PSNR budget in dB or None for L-inf 8 levels)
 VARIANTS = {
     "pixel": (0, "none", None),
@@ -82,12 +81,12 @@ def craft(
     """Targeted PGD from the original, as ``uint8`` images.
 
     Per pixel, the product's loop (`targeted_steps`: L-inf 8 levels, or with a ``budget``
-    the L2 ball of that PSNR in dB, ``CAP`` levels per value); with a grid, the L-inf steps
+    the L2 ball of that PSNR in dB, 24 levels per value); with a grid, the L-inf steps
     on an N x N change, upsampled bilinearly.
     """
     config = PoisonConfig(steps=steps)
     if budget is not None:
-        config = PoisonConfig(steps=steps, epsilon=CAP, psnr=budget)
+        config = PoisonConfig(steps=steps, psnr=budget)  # values within 24 levels
     if grid == 0:
         out = targeted_steps(model, x, x, targets, config, generator, views)
         return out.mul(255).round().to(torch.uint8)

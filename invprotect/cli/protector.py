@@ -318,9 +318,8 @@ def protect(
     """
     poison = None
     if poison_steps:
-        epsilon = poison_epsilon or (8 if poison_psnr is None else 24)
         through = tuple(poison_through or ())
-        poison = PoisonConfig(poison_steps, epsilon, psnr=poison_psnr, through=through)
+        poison = PoisonConfig(poison_steps, poison_epsilon, psnr=poison_psnr, through=through)
     _run_tree("protect", src, dst, protector, targets, batch_size, device, shard, poison)
 
 

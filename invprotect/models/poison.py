@@ -58,7 +58,8 @@ class PoisonConfig:
 
     Attributes:
         steps: Signed gradient steps per image (0 turns the poison off).
-        epsilon: Largest change of a value from the original, in 8-bit levels.
+        epsilon: Largest change of a value from the original, in 8-bit levels; ``None``:
+            8, or 24 with a ``psnr`` budget (where the L2 ball bounds the change).
         shift: Largest random shift (pixels, reflect padding) of the augmentation.
         seed: Seed of the augmentation's draws (the same for every batch).
         psnr: ``None``: signed steps in the L-inf ball of ``epsilon`` levels. A number of
@@ -71,13 +72,15 @@ class PoisonConfig:
     """
 
     steps: int = 20
-    epsilon: int = 8
+    epsilon: int | None = None
     shift: int = 4
     seed: int = 0
     psnr: float | None = None
     through: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.epsilon is None:
+            object.__setattr__(self, "epsilon", 8 if self.psnr is None else 24)
         for name in ("steps", "epsilon", "shift", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
