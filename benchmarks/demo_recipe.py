@@ -4,7 +4,8 @@ Trains the ``cpu-32`` protector on the demo's training images (the seeded subset
 `invprotect demo` uses) against target classifiers saved by a demo run, with
 `ProtectorTrainingConfig` fields changed by ``--set``, then measures the targets on the
 demo's test files (the first ``test_per_class`` of each class), protected and rounded to
-8 bits: the figures of the demo's report, without its files. Appends one JSON line to
+8 bits: the figures of the demo's report, without its files (``A_prt``, the float network;
+``A_prt_files``, the fixed-point twin's images that files hold). Appends one JSON line to
 ``--out`` and prints it.
 
 Example (targets of a finished ``invprotect demo --out /tmp/demo``)::
@@ -29,6 +30,7 @@ from invprotect.demo import DemoConfig
 from invprotect.files.images import read_rgb
 from invprotect.metrics import psnr
 from invprotect.models import RAEG
+from invprotect.models.exact import ExactCodec
 from invprotect.targets import Classifier, Ensemble
 from invprotect.training.protector import ProtectorTrainingConfig, train_protector
 
@@ -56,6 +58,7 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/demo_recipe.jsonl"))
+    parser.add_argument("--save", type=Path, default=None, help="write the protector (key) here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     demo = DemoConfig()
@@ -85,6 +88,7 @@ def main() -> None:
     x, labels = demo_test_files(test_index, demo.test_per_class)
     with torch.no_grad():
         protected = (raeg.eval().protect(x).clamp(0, 1) * 255).round() / 255
+        files = ExactCodec(raeg).encode((x * 255).round().to(torch.uint8))[0].float() / 255
 
         def accuracy(images: torch.Tensor) -> list[float]:
             return [
@@ -99,12 +103,16 @@ def main() -> None:
             "archs": args.archs,
             "A_ori": accuracy(x),
             "A_prt": accuracy(protected),
+            "A_prt_files": accuracy(files),
+            "P_prt_files": round(psnr(files, x).clamp(max=100).mean().item(), 2),
             "P_prt": round(psnr(protected, x).clamp(max=100).mean().item(), 2),
             "S_prt": round(ssim(protected, x, data_range=1.0).item(), 4),
             "train_s": round(train_s, 1),
             "last_step": asdict(events[-1]),
             "machine": machine(),
         }
+    if args.save is not None:
+        raeg.save(args.save)
     print(json.dumps(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as file:

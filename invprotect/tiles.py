@@ -21,7 +21,11 @@ twin's output for the window, and its prediction is the middle of the twin's inv
 of the *protected* window, with the tile's own overflow restored. Recovery computes
 the same prediction from the protected file, so each tile is still exact from its own
 record bytes; a tile altered in the file spoils the prediction of the tiles whose
-windows reach into it, which are then recovered approximately too. A window is at most
+windows reach into it, which are then recovered approximately too. For an integer
+network (`FixedPointUNet.lossless`) protection needs no inverse pass: each tile's part
+holds instead how far its window's levels lie from the saved pixels around the tile
+(`ExactCodec.code_window`), and the inverse of the window so restored is the original
+tile exactly. A window is at most
 ``(TILE_SIDE + 2 CONTEXT)`` pixels a side. Other protectors (the baselines) keep
 independent tiles (margin 0), as do files protected before the margin existed.
 
@@ -40,7 +44,7 @@ from torch import Tensor, nn
 
 from invprotect.files.images import rgb_digest
 from invprotect.metrics import ssim
-from invprotect.models.exact import ExactCodec, at_bounds
+from invprotect.models.exact import OVERFLOW_LIMIT, WINDOW_CODING, ExactCodec, at_bounds
 from invprotect.models.protector import Protector
 
 TILE_SIDE = 512
@@ -259,6 +263,13 @@ def _context_runs(tiles: list[Tile], windows: list[Tile], budget: int) -> Iterat
         yield from by_budget(indices, lambda i: windows[i].height * windows[i].width, budget)
 
 
+def _ring(tile: Tile, window: Tile) -> Tensor:
+    """Where a window lies outside its tile: a boolean ``(height, width)`` mask."""
+    mask = torch.ones(window.height, window.width, dtype=torch.bool)
+    tile.within(window).of(mask).fill_(False)
+    return mask
+
+
 def _encode_in_context(
     codec: ExactCodec, image: Tensor, tiles: list[Tile], margin: int, budget: int
 ) -> tuple[Tensor, list[bytes]]:
@@ -266,13 +277,27 @@ def _encode_in_context(
     windows = _windows(tiles, margin, image.shape[-2], image.shape[-1])
     protected = torch.empty_like(image)
     overflows: list[Tensor] = [torch.empty(0)] * len(tiles)  # at the values saved as 0 or 255
+    rings: list[Tensor] = [torch.empty(0)] * len(tiles)  # a window's levels outside its tile
+    lossless = codec.twin is not None and codec.twin.lossless
     for run in _context_runs(tiles, windows, budget):
         levels = codec.protected_levels(torch.stack([windows[i].of(image) for i in run]))
+        lossless = lossless and bool(levels.abs().amax() < OVERFLOW_LIMIT)
         for index, window_levels in zip(run, levels, strict=True):
             inner = tiles[index].within(windows[index]).of(window_levels)
             saved = inner.clamp(0, 255).to(torch.uint8)
             tiles[index].of(protected).copy_(saved)
             overflows[index] = (inner - saved.float())[at_bounds(saved)]
+            rings[index] = window_levels[:, _ring(tiles[index], windows[index])].to(torch.int32)
+    if lossless:  # one pass: each part holds what its window's inverse needs (coding 2)
+        return protected, [
+            codec.code_window(
+                tile.of(protected),
+                tile.of(protected).float() + _signed(tile.of(protected), overflows[index]),
+                window.of(protected)[:, _ring(tile, window)],
+                rings[index],
+            )
+            for index, (tile, window) in enumerate(zip(tiles, windows, strict=True))
+        ]
     parts: list[bytes] = [b""] * len(tiles)
     for run in _context_runs(tiles, windows, budget):
         levels = []
@@ -291,6 +316,13 @@ def _encode_in_context(
         for index, record in zip(run, records, strict=True):
             parts[index] = record
     return protected, parts
+
+
+def _signed(saved: Tensor, overflow: Tensor) -> Tensor:
+    """``overflow`` (signed, at the values saved as 0 or 255) spread over the tile, 0 elsewhere."""
+    spread = torch.zeros(saved.shape)
+    spread[at_bounds(saved)] = overflow
+    return spread
 
 
 def _predictions(
@@ -434,6 +466,27 @@ def _decode_in_context(
 ) -> None:
     """Recover the unspoilt tiles protected in context into ``restored``, bit for bit."""
     kept = [i for i, s in enumerate(spoilt) if not s]
+    whole = [i for i in kept if parts[i][:1] == bytes([WINDOW_CODING])]
+    for run in _context_runs([tiles[i] for i in whole], [windows[i] for i in whole], budget):
+        indices = [whole[i] for i in run]
+        inputs = []
+        for index in indices:
+            tile, window = tiles[index], windows[index]
+            ring = _ring(tile, window)
+            levels, difference = codec.unpack_window(
+                tile.of(protected), parts[index], 3 * int(ring.sum())
+            )
+            values = window.of(protected).float()
+            values[:, ring] += difference.view(3, -1).float()
+            tile.within(window).of(values).copy_(levels)
+            inputs.append(values)
+        outputs = codec.prediction(torch.stack(inputs))
+        for index, value in zip(indices, outputs, strict=True):
+            middle = tiles[index].within(windows[index]).of(value).round()
+            if middle.min() < 0 or middle.max() > 255:
+                raise ValueError("tile record is corrupt (it restores values outside 0..255)")
+            tiles[index].of(restored).copy_(middle.to(torch.uint8))
+    kept = [i for i in kept if i not in set(whole)]
     for run in _context_runs([tiles[i] for i in kept], [windows[i] for i in kept], budget):
         indices = [kept[i] for i in run]
         saved = torch.stack([tiles[i].of(protected) for i in indices])

@@ -21,10 +21,14 @@ class BlockCase:
     channels: int
     hparams: dict[str, Any] = field(default_factory=dict)
     side_multiple: int = 1
+    grid: float | None = None
+    """Spacing of the integer grid an integer block maps to itself (``None``: a float block)."""
 
     @property
     def id(self) -> str:
-        extra = "-".join(f"{k}={v}" for k, v in self.hparams.items() if k == "subnet")
+        extra = "-".join(
+            f"{k}={v}" for k, v in self.hparams.items() if k in ("subnet", "coupling")
+        )
         return f"{self.name}-{extra}" if extra else self.name
 
 
@@ -89,17 +93,22 @@ TINY_RAEG = {
 """`RAEG.from_preset` overrides of a small, fast protector for file tests."""
 
 
-def tiny_raeg(seed: int = 0) -> RAEG:
+def tiny_raeg(seed: int = 0, coupling: str = "affine") -> RAEG:
     """A small `RAEG` (``TINY_RAEG``) trained 20 steps towards ``y = 0.8x + 0.1``, in ``eval()``.
 
     Far from the identity (files really change), yet inside ``[0, 1]`` (no clipping).
+    ``coupling="integer"`` builds it from integer blocks (`invprotect.blocks.integer`),
+    trained at a 10 times larger rate (its shifts start at whole levels): it changes
+    images by about 5 levels and clips a few pixels.
     """
     torch.manual_seed(seed)
-    model = RAEG.from_preset("cpu-32", **TINY_RAEG)
+    generator = TINY_RAEG["generator"] | {"coupling": coupling}
+    model = RAEG.from_preset("cpu-32", generator=generator)
     train_away_from_identity(
         model.generator,
         lambda: torch.rand(4, 3, 32, 32),
         forward=model.generate,
         target=lambda x: 0.8 * x + 0.1,
+        lr=1e-2 if coupling == "integer" else 1e-3,
     )
     return model.eval()

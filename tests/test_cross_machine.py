@@ -33,13 +33,16 @@ SCALAR = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 """Differs from the native paths on every x86 machine (on an AVX2-only CPU, NATIVE is AVX2)."""
 
 
-@pytest.fixture(scope="module")
-def key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small RAEG trained 20 steps away from the identity (far from it: PSNR ~ 10 dB)."""
+@pytest.fixture(scope="module", params=["affine", "integer"])
+def key(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Path:
+    """A small RAEG trained 20 steps away from the identity (far from it: PSNR ~ 10 dB).
+
+    Both generators: DSAC blocks (a residual repairs the rounding) and integer blocks
+    (one pass; only tiles in context need a residual).
+    """
     torch.manual_seed(0)
-    raeg = RAEG.from_preset(
-        "cpu-32", generator={"levels": 2, "blocks_per_level": 1, "hidden_channels": 8}
-    )
+    generator = {"levels": 2, "blocks_per_level": 1, "hidden_channels": 8}
+    raeg = RAEG.from_preset("cpu-32", generator=generator | {"coupling": request.param})
     train_away_from_identity(
         raeg.generator, lambda: torch.rand(4, 3, 32, 32), forward=raeg.generate
     )

@@ -22,6 +22,7 @@ from invprotect.files.png import encode_png, read_chunks
 from invprotect.files.protect import protect_tree
 from invprotect.files.recover import recover_tree
 from invprotect.metrics import psnr, ssim
+from invprotect.models.exact import CODING, WINDOW_CODING, ExactCodec
 from invprotect.models.raeg import RAEG
 from invprotect.record import RECORD_CHUNK, BadRecordError, RecordKeys, RecoveryRecord
 from invprotect.tiles import (
@@ -39,9 +40,10 @@ from invprotect.tiles import (
 from tests.contracts import tiny_raeg
 
 
-@pytest.fixture(scope="module")
-def raeg() -> RAEG:
-    return tiny_raeg(0)
+@pytest.fixture(scope="module", params=["affine", "integer"])
+def raeg(request: pytest.FixtureRequest) -> RAEG:
+    """A DSAC protector (tiles coded by residuals) and an integer one (by their windows)."""
+    return tiny_raeg(0, request.param)
 
 
 @pytest.fixture
@@ -158,6 +160,28 @@ def test_tiles_in_context_are_protected_as_the_whole_image_is(
     off_in_context = (in_context.float() - whole).abs()[:, border].mean().item()
     off_alone = (alone.float() - whole).abs()[:, border].mean().item()
     assert off_in_context < off_alone / 10, (off_in_context, off_alone)
+
+
+def test_an_integer_network_codes_tiles_by_their_windows_in_one_pass(
+    raeg: RAEG, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No inverse pass while protecting; each part holds the tile's window (coding 2)."""
+    image = torch.from_numpy(_photo(128, 192, 3)).permute(2, 0, 1).contiguous()
+    twin = ExactCodec(raeg).twin
+    assert twin is not None
+    with monkeypatch.context() as patch:
+        if twin.lossless:
+            patch.setattr(twin, "inverse", lambda _: pytest.fail("protection ran the inverse"))
+        protected, layout, data = encode_tiles(raeg, image, 64)
+    parts = invprotect.tiles.split_residual(data, layout.lengths)
+    assert {part[0] for part in parts} == {WINDOW_CODING if twin.lossless else CODING}
+    assert (protected.float() - image.float()).abs().mean() > 2.0
+    restored, exact, altered = decode_tiles(raeg, protected, data, layout)
+    assert exact and not altered and torch.equal(restored, image)
+    if twin.lossless:  # a part belongs to its own tile's window: another's is refused
+        swapped = TileLayout(layout.side, layout.lengths[::-1], layout.digests, layout.margin)
+        with pytest.raises(ValueError):
+            decode_tiles(raeg, protected, b"".join(parts[::-1]), swapped)
 
 
 def test_files_tiled_before_the_context_margin_still_recover(

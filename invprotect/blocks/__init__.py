@@ -2,6 +2,13 @@
 
 from invprotect.blocks.coupling import DSACBlock
 from invprotect.blocks.haar import HaarDownsampling, HaarUpsampling, haar_analysis, haar_synthesis
+from invprotect.blocks.integer import (
+    AdditiveCouplingBlock,
+    LiftingDownsampling,
+    LiftingUpsampling,
+    lifting_analysis,
+    lifting_synthesis,
+)
 from invprotect.blocks.registry import (
     create_block,
     get_block,
@@ -19,15 +26,19 @@ from invprotect.blocks.subnets import (
     register_subnet,
     subnet_constructor,
 )
-from invprotect.blocks.unet import UNET_PRESETS, InvertibleUNet, UNetConfig
+from invprotect.blocks.unet import COUPLINGS, UNET_PRESETS, InvertibleUNet, UNetConfig
 
 __all__ = [
+    "COUPLINGS",
     "UNET_PRESETS",
+    "AdditiveCouplingBlock",
     "ConvSubnet",
     "DSACBlock",
     "HaarDownsampling",
     "HaarUpsampling",
     "InvertibleUNet",
+    "LiftingDownsampling",
+    "LiftingUpsampling",
     "SpectralResidualSubnet",
     "SubnetConstructor",
     "UNetConfig",
@@ -38,6 +49,8 @@ __all__ = [
     "haar_synthesis",
     "is_block",
     "is_subnet",
+    "lifting_analysis",
+    "lifting_synthesis",
     "list_blocks",
     "list_subnets",
     "register_block",

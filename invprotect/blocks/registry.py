@@ -10,6 +10,7 @@ from FrEIA.modules import InvertibleModule
 from invprotect._registry import Registry
 from invprotect.blocks.coupling import DSACBlock
 from invprotect.blocks.haar import HaarDownsampling, HaarUpsampling
+from invprotect.blocks.integer import AdditiveCouplingBlock, LiftingDownsampling, LiftingUpsampling
 from invprotect.blocks.unet import InvertibleUNet
 
 BlockClass = Callable[..., InvertibleModule]
@@ -19,6 +20,9 @@ _BLOCKS: Registry[BlockClass] = Registry("block")
 _BLOCKS.register("haar_downsampling")(HaarDownsampling)
 _BLOCKS.register("haar_upsampling")(HaarUpsampling)
 _BLOCKS.register("dsac")(DSACBlock)
+_BLOCKS.register("lifting_downsampling")(LiftingDownsampling)
+_BLOCKS.register("lifting_upsampling")(LiftingUpsampling)
+_BLOCKS.register("additive_coupling")(AdditiveCouplingBlock)
 _BLOCKS.register("invertible_unet")(InvertibleUNet)
 
 

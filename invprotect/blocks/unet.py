@@ -1,4 +1,4 @@
-"""The U-shaped invertible network of RAEG, built from Haar and DSAC blocks."""
+"""The U-shaped invertible network of RAEG: Haar and DSAC blocks, or their integer kin."""
 
 from __future__ import annotations
 
@@ -14,6 +14,15 @@ from invprotect._registry import Presets
 from invprotect.blocks._checks import channels_of, check_image_batch, single_input
 from invprotect.blocks.coupling import DSACBlock
 from invprotect.blocks.haar import HaarDownsampling, HaarUpsampling
+from invprotect.blocks.integer import (
+    AdditiveCouplingBlock,
+    LiftingDownsampling,
+    LiftingUpsampling,
+    straight_through,
+)
+
+COUPLINGS = ("affine", "integer")
+"""What `UNetConfig.coupling` may name."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,9 @@ class UNetConfig:
         hidden_channels: Hidden width of every subnet.
         clamp: Soft clamp of the DSAC log-scales.
         split_fraction: Fraction of the channels in the first half of each DSAC split.
+        coupling: ``"affine"``: Haar and DSAC blocks, as in RAEG; ``"integer"``: lifting
+            Haar and additive couplings on 8-bit levels (`invprotect.blocks.integer`), so
+            that 8-bit images go to integer levels and back exactly.
     """
 
     levels: int = 3
@@ -35,8 +47,11 @@ class UNetConfig:
     hidden_channels: int = 64
     clamp: float = 2.0
     split_fraction: float = 0.5
+    coupling: str = "affine"
 
     def __post_init__(self) -> None:
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"coupling must be one of {COUPLINGS}, got {self.coupling!r}")
         if not isinstance(self.levels, int) or self.levels < 1:
             raise ValueError(f"levels must be a positive int, got {self.levels!r}")
         if not isinstance(self.blocks_per_level, int) or self.blocks_per_level < 1:
@@ -72,6 +87,12 @@ class InvertibleUNet(InvertibleModule):
     The network is fully convolutional: any height and width divisible by
     ``2 ** levels`` is accepted, whatever the nominal ``dims_in``.
 
+    With ``coupling="integer"`` the blocks are `LiftingDownsampling`,
+    `AdditiveCouplingBlock` and `LiftingUpsampling`: the input is rounded to 8-bit
+    levels (``round(255 x)``), the blocks map integers to integers, and the output is
+    levels divided by 255, so an 8-bit image's protected levels are integers whose
+    inverse is the image exactly (gradients pass the roundings straight through).
+
     Args:
         dims_in: ``[(C, H, W)]``; ``C`` is fixed, ``H`` and ``W`` are nominal.
         dims_c: Unused; no conditioning.
@@ -81,6 +102,7 @@ class InvertibleUNet(InvertibleModule):
         hidden_channels: See `UNetConfig`.
         clamp: See `UNetConfig`.
         split_fraction: See `UNetConfig`.
+        coupling: See `UNetConfig`.
 
     Example:
         A fresh network is the identity; with random weights it is still exactly
@@ -111,10 +133,17 @@ class InvertibleUNet(InvertibleModule):
         hidden_channels: int = 64,
         clamp: float = 2.0,
         split_fraction: float = 0.5,
+        coupling: str = "affine",
     ) -> None:
         super().__init__(dims_in, dims_c)
         self.config = UNetConfig(
-            levels, blocks_per_level, subnet, hidden_channels, clamp, split_fraction
+            levels, blocks_per_level, subnet, hidden_channels, clamp, split_fraction, coupling
+        )
+        self.integer = coupling == "integer"
+        down, up = (
+            (LiftingDownsampling, LiftingUpsampling)
+            if self.integer
+            else (HaarDownsampling, HaarUpsampling)
         )
         self.channels = channels_of(dims_in, "InvertibleUNet")
         self.side_multiple = 2**levels
@@ -122,18 +151,28 @@ class InvertibleUNet(InvertibleModule):
         blocks: list[InvertibleModule] = []
         shape = (self.channels, height, width)
         for _ in range(levels):
-            blocks.append(HaarDownsampling([shape]))
+            blocks.append(down([shape]))
             shape = blocks[-1].output_dims([shape])[0]
             blocks.extend(self._couplings(shape))
         for _ in range(levels):
             blocks.extend(self._couplings(shape))
-            blocks.append(HaarUpsampling([shape]))
+            blocks.append(up([shape]))
             shape = blocks[-1].output_dims([shape])[0]
         self.blocks = nn.ModuleList(blocks)
 
-    def _couplings(self, shape: tuple[int, ...]) -> list[DSACBlock]:
+    def _couplings(self, shape: tuple[int, ...]) -> list[InvertibleModule]:
         cfg = self.config
         split_len = min(max(1, round(shape[0] * cfg.split_fraction)), shape[0] - 1)
+        if self.integer:
+            return [
+                AdditiveCouplingBlock(
+                    [shape],
+                    subnet=cfg.subnet,
+                    split_len=split_len,
+                    hidden_channels=cfg.hidden_channels,
+                )
+                for _ in range(cfg.blocks_per_level)
+            ]
         return [
             DSACBlock(
                 [shape],
@@ -180,11 +219,28 @@ class InvertibleUNet(InvertibleModule):
             x, channels=self.channels, side_multiple=self.side_multiple, block="InvertibleUNet"
         )
         log_det = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        if self.integer:
+            x = x * 255.0
+            if self.rounding:
+                x = straight_through(torch.round, x)
         out = (x,)
         for block in reversed(self.blocks) if rev else self.blocks:
             out, block_log_det = block(out, rev=rev, jac=jac)
             log_det = log_det + block_log_det
+        if self.integer:
+            out = (out[0] / 255.0,)
         return out, log_det
+
+    @property
+    def rounding(self) -> bool:
+        """Whether an integer network rounds (``False``: its continuous relaxation)."""
+        return all(getattr(block, "rounding", True) for block in self.blocks)
+
+    @rounding.setter
+    def rounding(self, value: bool) -> None:
+        for block in self.blocks:
+            if hasattr(block, "rounding"):
+                block.rounding = value
 
     def transform(self, x: Tensor) -> Tensor:
         """Forward pass on an image batch, log-determinant dropped."""

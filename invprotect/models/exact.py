@@ -58,6 +58,8 @@ Refinement = Callable[[Tensor, Tensor], Tensor]
 """``(uint8 originals, protected levels) -> new protected levels`` (floats holding integers)."""
 CODING = 1
 """First byte of a residual written by this version (coding 0 residuals are zlib streams)."""
+WINDOW_CODING = 2
+"""First byte of a tile's part that holds its window's levels (`code_window`), not a residual."""
 OVERFLOW_LIMIT = 65535
 """Largest overflow kept; the network's output is clipped to ``[-limit, 255 + limit]`` first."""
 CLASSES = 9
@@ -96,7 +98,10 @@ class ExactCodec:
         every machine); otherwise the protector's own `protect`. ``refine`` (such as
         `invprotect.models.poison.TargetedPoison.refine`) may change those levels before
         they are saved: the residual codes the original against whatever is saved, so
-        recovery stays bit for bit.
+        recovery stays bit for bit. With an integer network's twin (`FixedPointUNet.lossless`)
+        and no ``refine``, the prediction is known to be the originals themselves, so
+        protection runs the twin forward only and every residual is zero: the record
+        holds the overflow alone.
         """
         _check_uint8(originals, "originals")
         if self.twin is None:
@@ -108,6 +113,14 @@ class ExactCodec:
         if refine is not None:
             levels = refine(originals, levels)
         protected = levels.clamp(0, 255).to(torch.uint8)
+        unclipped = bool(((levels > -OVERFLOW_LIMIT) & (levels < 255 + OVERFLOW_LIMIT)).all())
+        if self.twin.lossless and refine is None and unclipped:
+            # an integer twin's inverse of its own levels is the originals: no inverse pass,
+            # and every residual value is 0 (the bytes `code` would write, without sorting)
+            return protected, [
+                _pack(_overflow(saved, level).numpy(), np.zeros(saved.numel(), np.int64))
+                for saved, level in zip(protected, levels, strict=True)
+            ]
         return protected, self._code(originals, protected, levels)
 
     def protected_levels(self, originals: Tensor) -> Tensor:
@@ -141,11 +154,11 @@ class ExactCodec:
         """
         blobs = []
         for image, saved, level, value in zip(originals, protected, levels, values, strict=True):
-            overflow = (level - saved.float()).abs()[at_bounds(saved)].to(torch.int64)
             prediction, groups, signs = _context(value)
             difference = (image.to(torch.int64) - prediction) * signs
             order = torch.argsort(groups.flatten(), stable=True)
-            blobs.append(_pack(overflow.numpy(), difference.flatten()[order].numpy()))
+            overflow = _overflow(saved, level).numpy()
+            blobs.append(_pack(overflow, difference.flatten()[order].numpy()))
         return blobs
 
     def unpack(self, protected: Tensor, blobs: list[bytes]) -> tuple[Tensor, list[np.ndarray]]:
@@ -180,6 +193,41 @@ class ExactCodec:
                 raise ValueError("residual is corrupt (it restores values outside 0..255)")
             restored.append(original.to(torch.uint8))
         return torch.stack(restored)
+
+    def code_window(
+        self, protected: Tensor, levels: Tensor, ring_saved: Tensor, ring_levels: Tensor
+    ) -> bytes:
+        """Coding 2: one tile protected inside its window by an integer network.
+
+        An integer network's inverse gives the tile back exactly from its window's
+        levels, so instead of a residual the part holds what recovery cannot see: the
+        tile's overflow (as in `code`), and how far the window's levels outside the tile
+        (``ring_levels``) lie from the pixels saved there by the neighbouring tiles
+        (``ring_saved``). Both are small where the window overlaps its neighbours'.
+
+        Args:
+            protected: The tile's saved ``uint8`` pixels ``(3, h, w)``.
+            levels: The tile's levels (the middle of the window's `protected_levels`).
+            ring_saved: The saved pixels of the window outside the tile (any shape).
+            ring_levels: The window's levels there, the same shape.
+        """
+        difference = ring_levels.to(torch.int64) - ring_saved.to(torch.int64)
+        overflow = _overflow(protected, levels).numpy()
+        return _pack(overflow, difference.flatten().numpy(), WINDOW_CODING)
+
+    def unpack_window(self, protected: Tensor, blob: bytes, ring: int) -> tuple[Tensor, Tensor]:
+        """The tile's levels and the ``ring`` window differences of a `code_window` part.
+
+        Raises:
+            ValueError: If the part is corrupt or does not fit the tile and its window.
+        """
+        bounds = at_bounds(protected)
+        overflow, difference = _unpack(
+            blob, int(bounds.sum()), ring, WINDOW_CODING, OVERFLOW_LIMIT + 255
+        )
+        levels = protected.float()
+        levels[bounds] += torch.where(protected[bounds] == 0, -overflow, overflow).float()
+        return levels, torch.from_numpy(difference)
 
     def _twin(self) -> FixedPointUNet:
         if self.twin is None:
@@ -312,6 +360,11 @@ def _levels(output: Tensor) -> Tensor:
     return levels.clamp_(-OVERFLOW_LIMIT, 255 + OVERFLOW_LIMIT)
 
 
+def _overflow(saved: Tensor, levels: Tensor) -> Tensor:
+    """How far the levels of the values saved as 0 or 255 lay beyond them (``int64``)."""
+    return (levels - saved.float()).abs()[at_bounds(saved)].to(torch.int64)
+
+
 def at_bounds(saved: Tensor) -> Tensor:
     """Where a saved image is 0 or 255 (where clipping may have happened)."""
     return (saved == 0) | (saved == 255)
@@ -328,7 +381,7 @@ def _context(value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return prediction, groups, signs
 
 
-def _pack(overflow: np.ndarray, difference: np.ndarray) -> bytes:
+def _pack(overflow: np.ndarray, difference: np.ndarray, coding: int = CODING) -> bytes:
     """Coding 1: header, then LZMA of the non-zero map, the non-zero bytes and escaped values.
 
     The overflow bytes (``0..254``, 255 escaped) and the residual bytes (``-127..127``,
@@ -348,12 +401,17 @@ def _pack(overflow: np.ndarray, difference: np.ndarray) -> bytes:
     nonzero = entries != 0
     escapes = np.concatenate([over[over_escaped], difference[diff_escaped]]).astype(">i4")
     payload = np.packbits(nonzero).tobytes() + entries[nonzero].tobytes() + escapes.tobytes()
-    header = _HEADER.pack(CODING, int(nonzero.sum()), len(escapes))
+    header = _HEADER.pack(coding, int(nonzero.sum()), len(escapes))
     return header + lzma.compress(payload, format=lzma.FORMAT_RAW, filters=_FILTERS)
 
 
-def _unpack(blob: bytes, bounded: int, count: int) -> tuple[Tensor, np.ndarray]:
+def _unpack(
+    blob: bytes, bounded: int, count: int, coding: int = CODING, limit: int = 255
+) -> tuple[Tensor, np.ndarray]:
     """Overflow (``int64`` tensor) and sorted residual (``int64`` array) of a coding-1 residual.
+
+    Also the overflow and window differences of a ``coding`` 2 part (`code_window`), whose
+    values may reach ``limit``.
 
     Raises:
         ValueError: If the residual is corrupt or does not fit an image of ``count``
@@ -361,7 +419,9 @@ def _unpack(blob: bytes, bounded: int, count: int) -> tuple[Tensor, np.ndarray]:
     """
     if len(blob) < _HEADER.size:
         raise ValueError(f"residual is corrupt (only {len(blob)} bytes)")
-    _, nonzero_count, escaped = _HEADER.unpack_from(blob)
+    written, nonzero_count, escaped = _HEADER.unpack_from(blob)
+    if written != coding:
+        raise ValueError(f"residual is of coding {written}, expected {coding}")
     total = bounded + count
     if nonzero_count > total or escaped > nonzero_count:
         raise ValueError(f"residual is corrupt ({nonzero_count} non-zero values of {total})")
@@ -383,7 +443,7 @@ def _unpack(blob: bytes, bounded: int, count: int) -> tuple[Tensor, np.ndarray]:
     split = int(over_escaped.sum())
     over[over_escaped] = escapes[:split]
     difference[diff_escaped] = escapes[split:]
-    if (over < 0).any() or (over > OVERFLOW_LIMIT).any() or (np.abs(difference) > 255).any():
+    if (over < 0).any() or (over > OVERFLOW_LIMIT).any() or (np.abs(difference) > limit).any():
         raise ValueError("residual is corrupt (a value out of range)")
     return torch.from_numpy(over), difference
 

@@ -67,6 +67,14 @@ from torch import Tensor, nn
 
 from invprotect.blocks.coupling import DSACBlock
 from invprotect.blocks.haar import HaarDownsampling, HaarUpsampling
+from invprotect.blocks.integer import (
+    SHIFT_LIMIT,
+    AdditiveCouplingBlock,
+    LiftingDownsampling,
+    LiftingUpsampling,
+    lifting_analysis,
+    lifting_synthesis,
+)
 from invprotect.blocks.subnets import ConvSubnet, SpectralResidualSubnet
 from invprotect.blocks.unet import InvertibleUNet
 
@@ -203,7 +211,8 @@ class _IntegerConv:
         self.bias = torch.from_numpy(bias.astype(np.float32)).to(device)[None, :, None, None]
 
     def __call__(self, x: Tensor) -> Tensor:
-        peak = x.abs().amax(dim=(1, 2, 3))
+        # max |x| without an |x| tensor: the same value, in two reads instead of a write and a read
+        peak = torch.maximum(x.amax(dim=(1, 2, 3)), x.amin(dim=(1, 2, 3)).neg())
         exponent = torch.frexp(peak).exponent.clamp(-_EXPONENT_LIMIT, _EXPONENT_LIMIT)
         shift = ACTIVATION_BITS - exponent
         limit = float(2**ACTIVATION_BITS)
@@ -272,7 +281,11 @@ class FixedPointUNet:
     """The forward and inverse passes of an `InvertibleUNet`, the same bits on every machine.
 
     Built once from a network in ``eval()`` mode (its weights are rounded then); see the
-    module docstring for how and why.
+    module docstring for how and why. For an integer network (``coupling="integer"``)
+    every tensor between the roundings holds integers, each step adds or subtracts
+    integers (exact in float32 below ``2 ** 24``, which `SHIFT_LIMIT` keeps), and the
+    shifts are the subnets' outputs on integer convolutions, rounded: so the inverse
+    of the forward pass of an 8-bit image is that image exactly (`lossless`).
 
     Args:
         network: The invertible U-Net (DSAC blocks with ``resnet_sn`` or ``conv`` subnets).
@@ -286,13 +299,22 @@ class FixedPointUNet:
         self.check(network)
         assert isinstance(network, InvertibleUNet)
         self.device = device or next(network.parameters()).device
-        self.steps: list[tuple[int, _Subnet, _Subnet] | str] = []
+        self.lossless = network.integer
+        self.steps: list[tuple[int, _Subnet, _Subnet] | tuple[int, float, _Subnet, _Subnet] | str]
+        self.steps = []
         clamps = set()
         for block in network.blocks:
             if isinstance(block, HaarDownsampling):
                 self.steps.append("down")
             elif isinstance(block, HaarUpsampling):
                 self.steps.append("up")
+            elif isinstance(block, LiftingDownsampling):
+                self.steps.append("lift down")
+            elif isinstance(block, LiftingUpsampling):
+                self.steps.append("lift up")
+            elif isinstance(block, AdditiveCouplingBlock):
+                subnets = (_Subnet(block.subnet1, self.device), _Subnet(block.subnet2, self.device))
+                self.steps.append((block.split_len, block.unit, *subnets))
             else:
                 subnets = (_Subnet(block.subnet1, self.device), _Subnet(block.subnet2, self.device))
                 self.steps.append((block.split_len, *subnets))
@@ -310,9 +332,11 @@ class FixedPointUNet:
         if len(clamps) > 1:
             raise UnsupportedNetworkError(f"DSAC blocks with different clamps {sorted(clamps)}")
         for block in network.blocks:
-            if isinstance(block, HaarDownsampling | HaarUpsampling):
+            if isinstance(
+                block, HaarDownsampling | HaarUpsampling | LiftingDownsampling | LiftingUpsampling
+            ):
                 continue
-            if not isinstance(block, DSACBlock):
+            if not isinstance(block, DSACBlock | AdditiveCouplingBlock):
                 raise UnsupportedNetworkError(f"unknown block {type(block).__name__}")
             for subnet in (block.subnet1, block.subnet2):
                 if not isinstance(subnet, SpectralResidualSubnet | ConvSubnet):
@@ -326,16 +350,37 @@ class FixedPointUNet:
         index = raw.mul(2.0**self.step).round_().clamp_(-n, n).to(torch.int64)
         return table[index]
 
+    def _shift(self, subnet: _Subnet, x: Tensor, unit: float) -> Tensor:
+        """An additive coupling's rounded shift (`AdditiveCouplingBlock`)."""
+        return (subnet(x * unit) / unit).clamp_(-SHIFT_LIMIT, SHIFT_LIMIT).round_()
+
+    def _enter(self, x: Tensor) -> Tensor:
+        x = x.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
+        return x.mul(255.0).round_() if self.lossless else x
+
+    def _leave(self, x: Tensor) -> Tensor:
+        return x / 255.0 if self.lossless else x
+
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
         """The protected images (unclipped) of float32 images ``(B, C, H, W)``."""
-        x = x.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
+        x = self._enter(x)
         with exact_backends(self.device):
             for step in self.steps:
                 if step == "down":
                     x = haar_analysis(x)
                 elif step == "up":
                     x = haar_synthesis(x)
+                elif step == "lift down":
+                    x = lifting_analysis(x)
+                elif step == "lift up":
+                    x = lifting_synthesis(x)
+                elif len(step) == 4:
+                    split, unit, first, second = step
+                    a, b = x[:, :split], x[:, split:]
+                    a = a + self._shift(first, b, unit)
+                    b = b + self._shift(second, a, unit)
+                    x = torch.cat([a, b], dim=1)
                 else:
                     split, first, second = step
                     a, b = x[:, :split], x[:, split:]
@@ -344,18 +389,28 @@ class FixedPointUNet:
                     raw, shift = second(a).chunk(2, dim=1)
                     b = b * self._scale(raw, self.scales) + shift
                     x = torch.cat([a, b], dim=1)
-        return x
+        return self._leave(x)
 
     @torch.no_grad()
     def inverse(self, y: Tensor) -> Tensor:
         """The recovered images (unclipped) of float32 protected images ``(B, C, H, W)``."""
-        y = y.to(self.device, torch.float32).contiguous(memory_format=torch.channels_last)
+        y = self._enter(y)
         with exact_backends(self.device):
             for step in reversed(self.steps):
                 if step == "down":
                     y = haar_synthesis(y)
                 elif step == "up":
                     y = haar_analysis(y)
+                elif step == "lift down":
+                    y = lifting_synthesis(y)
+                elif step == "lift up":
+                    y = lifting_analysis(y)
+                elif len(step) == 4:
+                    split, unit, first, second = step
+                    a, b = y[:, :split], y[:, split:]
+                    b = b - self._shift(second, a, unit)
+                    a = a - self._shift(first, b, unit)
+                    y = torch.cat([a, b], dim=1)
                 else:
                     split, first, second = step
                     a, b = y[:, :split], y[:, split:]
@@ -364,7 +419,7 @@ class FixedPointUNet:
                     raw, shift = first(b).chunk(2, dim=1)
                     a = (a - shift) * self._scale(raw, self.inverse_scales)
                     y = torch.cat([a, b], dim=1)
-        return y
+        return self._leave(y)
 
 
 def _plain_3x3(conv: nn.Conv2d) -> bool:

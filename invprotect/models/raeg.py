@@ -83,7 +83,10 @@ class RAEGConfig:
                 foreign ``config.json``).
         """
         values = _checked_fields(data, cls, "RAEG config")
-        generator = _checked_fields(values["generator"], UNetConfig)
+        saved = values["generator"]
+        if isinstance(saved, dict) and "coupling" not in saved:  # keys older than the field
+            saved = {**saved, "coupling": "affine"}
+        generator = _checked_fields(saved, UNetConfig)
         if not is_subnet(generator["subnet"]):
             raise ValueError(
                 f"generator field 'subnet' names no registered subnet: {generator['subnet']!r}; "
@@ -167,10 +170,21 @@ RAEG_PRESETS: Presets[RAEGConfig] = Presets(
     {
         "paper": RAEGConfig(generator=UNET_PRESETS["paper"], image_size=256),
         "cpu-32": RAEGConfig(generator=UNET_PRESETS["cpu"], image_size=32, discriminator_width=16),
+        "paper-integer": RAEGConfig(
+            generator=replace(UNET_PRESETS["paper"], coupling="integer"), image_size=256
+        ),
+        "cpu-32-integer": RAEGConfig(
+            generator=replace(UNET_PRESETS["cpu"], coupling="integer"),
+            image_size=32,
+            discriminator_width=16,
+        ),
     },
 )
 """``paper``: 256x256 with the paper's generator (3 levels of 4 DSAC blocks), for a GPU;
-``cpu-32``: 32x32 with the lighter ``cpu`` generator, trainable on a laptop CPU."""
+``cpu-32``: 32x32 with the lighter ``cpu`` generator, trainable on a laptop CPU; the
+``-integer`` twins of both: the same sizes with integer-to-integer blocks (lifting Haar
+and additive couplings), whose protection runs the network once and whose records hold
+only the clipped overflow (`invprotect.models.exact`)."""
 
 
 @register_protector("invprotect.raeg/1")

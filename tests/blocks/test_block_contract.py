@@ -33,6 +33,26 @@ CASES = [
         for s in list_subnets()
     ),
 ]
+INTEGER_CASES = [
+    BlockCase("lifting_downsampling", channels=3, side_multiple=2, grid=1.0),
+    BlockCase("lifting_upsampling", channels=12, grid=1.0),
+    *(
+        BlockCase("additive_coupling", channels=6, hparams={"subnet": s, **_TINY}, grid=1.0)
+        for s in list_subnets()
+    ),
+    *(
+        BlockCase(
+            "invertible_unet",
+            channels=3,
+            hparams={"subnet": s, "levels": 2, "blocks_per_level": 1, "coupling": "integer"}
+            | _TINY,
+            side_multiple=4,
+            grid=1 / 255,
+        )
+        for s in list_subnets()
+    ),
+]
+CASES += INTEGER_CASES
 IDS = [case.id for case in CASES]
 
 
@@ -40,6 +60,8 @@ def test_every_registered_block_and_subnet_is_covered() -> None:
     assert {case.name for case in CASES} == set(list_blocks())
     dsac_subnets = {case.hparams["subnet"] for case in CASES if case.name == "dsac"}
     assert dsac_subnets == set(list_subnets())
+    additive = {case.hparams["subnet"] for case in CASES if case.name == "additive_coupling"}
+    assert additive == set(list_subnets())
 
 
 @functools.cache
@@ -47,8 +69,22 @@ def _trained_by_id(case_id: str) -> InvertibleModule:
     case = CASES[IDS.index(case_id)]
     torch.manual_seed(1)
     block = create_block(case.name, [(case.channels, 32, 32)], **case.hparams)
-    train_away_from_identity(block, lambda: torch.rand(4, case.channels, 32, 32))
+    if case.grid is None:
+        train_away_from_identity(block, lambda: torch.rand(4, case.channels, 32, 32))
+    else:  # integer blocks only shift: towards 8 levels up, on integer inputs
+        train_away_from_identity(
+            block,
+            lambda: _on_grid(torch.rand(4, case.channels, 32, 32), case.grid),
+            target=lambda x: x + 8 * case.grid,
+        )
     return block
+
+
+def _on_grid(values: torch.Tensor, grid: float | None) -> torch.Tensor:
+    """``values`` in ``[0, 1]`` as 8-bit levels on ``grid`` (``k / 255`` for the U-Net)."""
+    if grid is None:
+        return values
+    return (values * 255).round() / round(1 / grid) if grid < 1 else (values * 255).round()
 
 
 def _trained(case: BlockCase) -> InvertibleModule:
@@ -58,12 +94,16 @@ def _trained(case: BlockCase) -> InvertibleModule:
 
 def _input(case: BlockCase, side: int, batch: int = 2, dtype=torch.float32) -> torch.Tensor:
     generator = torch.Generator().manual_seed(side)
-    return torch.rand(batch, case.channels, side, side, generator=generator, dtype=dtype)
+    values = torch.rand(batch, case.channels, side, side, generator=generator, dtype=dtype)
+    return _on_grid(values, case.grid)
 
 
 def _clone_in_float64(block: InvertibleModule, case: BlockCase) -> InvertibleModule:
+    """A float64 copy; an integer block's is its continuous relaxation (what its gradients are)."""
     twin = create_block(case.name, [(case.channels, 32, 32)], **case.hparams)
     twin.load_state_dict(block.state_dict())
+    if case.grid is not None:
+        twin.rounding = False
     return twin.double().eval()
 
 
@@ -73,7 +113,13 @@ def test_trained_block_is_not_the_identity(case: BlockCase) -> None:
     x = _input(case, 32)
     with torch.no_grad():
         y, log_det = run(block, x)
-    if list(block.parameters()):
+    if case.grid is not None:  # volume-preserving, integers to integers
+        levels = y / case.grid
+        assert (levels - levels.round()).abs().max() < 1e-3
+        assert torch.equal(log_det, torch.zeros(2))
+        if list(block.parameters()):  # shifted by whole levels, not nothing
+            assert (y - x).abs().mean() > 0.5 * case.grid
+    elif list(block.parameters()):
         assert (y - x).abs().mean() > 0.05
         assert y.abs().max() < 10.0  # trained towards 2x + 0.1, not diverged
         assert log_det.abs().min() > 1.0
@@ -90,6 +136,9 @@ def test_round_trip_in_eval(case: BlockCase, side: int) -> None:
         y, _ = run(block, x)
         x_back, _ = run(block, y, rev=True)
     assert x_back.shape == x.shape
+    if case.grid is not None:  # integers come back exactly, whatever the machine
+        assert torch.equal(x_back, x)
+        return
     # float32 round-off, a few ulps per coupling (measured 1-1.5 per block); a wrong inverse
     # is off by the size of the change the trained block makes (> 0.05 on average)
     tolerance = round_trip_tolerance(block, torch.cat([x.flatten(), y.flatten()]))
@@ -118,7 +167,7 @@ def test_forward_and_reverse_log_dets_cancel_in_float64(case: BlockCase) -> None
     with torch.no_grad():
         y, log_det_fwd = run(block, x)
         _, log_det_rev = run(block, y, rev=True)
-    if list(block.parameters()):
+    if list(block.parameters()) and case.grid is None:
         assert log_det_fwd.abs().min() > 1.0  # a real log-det, not a trivial zero
     tolerance = summation_roundoff(log_det_fwd, x[0].numel())  # about 1e-10 here
     torch.testing.assert_close(

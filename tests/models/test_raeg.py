@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,11 @@ def test_the_key_holds_no_discriminator_and_keys_with_one_still_load(
 
 
 def test_presets_and_config_round_trip() -> None:
-    assert set(RAEG_PRESETS) == {"paper", "cpu-32"}
+    assert set(RAEG_PRESETS) == {"paper", "cpu-32", "paper-integer", "cpu-32-integer"}
+    for name in ("paper", "cpu-32"):  # the integer presets differ only in their blocks
+        integer = RAEG_PRESETS[f"{name}-integer"]
+        assert integer.generator.coupling == "integer"
+        assert replace(integer.generator, coupling="affine") == RAEG_PRESETS[name].generator
     paper = RAEG_PRESETS["paper"]
     assert (paper.image_size, paper.generator.levels, paper.generator.blocks_per_level) == (
         256,
@@ -94,6 +99,15 @@ def test_presets_and_config_round_trip() -> None:
     with pytest.raises(ValueError, match="unknown preset 'cpu'"):
         RAEG.from_preset("cpu")
     assert RAEG.from_preset("cpu-32", image_size=64).config.image_size == 64
+
+
+def test_keys_saved_before_integer_networks_load_as_dsac_networks() -> None:
+    saved = RAEG_PRESETS["cpu-32"].to_dict()
+    del saved["generator"]["coupling"]  # as every config.json written before the field
+    assert RAEGConfig.from_dict(saved) == RAEG_PRESETS["cpu-32"]
+    saved["generator"]["coupling"] = "cubic"
+    with pytest.raises(ValueError, match="coupling must be one of"):
+        RAEGConfig.from_dict(saved)
 
 
 def test_discriminator_scores_any_size_with_spectral_norm() -> None:
