@@ -58,6 +58,11 @@ def main() -> None:
     parser.add_argument("--cache-dir", type=Path, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/demo_recipe.jsonl"))
+    parser.add_argument(
+        "--relaxed",
+        action="store_true",
+        help="train an integer network's continuous relaxation (it rounds only when protecting)",
+    )
     parser.add_argument("--save", type=Path, default=None, help="write the protector (key) here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -82,7 +87,9 @@ def main() -> None:
     overrides = {"generator": json.loads(args.generator)} if args.generator else {}
     raeg = RAEG.from_preset("cpu-32", **overrides)
     started = time.perf_counter()
+    raeg.generator.rounding = not args.relaxed
     events = train_protector(raeg, Ensemble(members), train, config)
+    raeg.generator.rounding = True
     train_s = time.perf_counter() - started
 
     x, labels = demo_test_files(test_index, demo.test_per_class)
@@ -100,6 +107,7 @@ def main() -> None:
             "name": args.name,
             "settings": asdict(config) | {"attacks": settings.get("attacks")},
             "generator": overrides.get("generator"),
+            "relaxed": args.relaxed,
             "archs": args.archs,
             "A_ori": accuracy(x),
             "A_prt": accuracy(protected),

@@ -36,7 +36,7 @@ def test_invalid_names_are_refused(name: str) -> None:
 def test_unknown_names_list_close_matches() -> None:
     with pytest.raises(UnknownNameError, match="unknown block 'dsca'; did you mean 'dsac'"):
         create_block("dsca", [(4, 8, 8)])
-    with pytest.raises(KeyError, match="registered: dsac, haar_downsampling, haar_upsampling"):
+    with pytest.raises(KeyError, match="registered: additive_coupling, dsac, haar_downsampling"):
         get_block("zzz")
 
 
@@ -47,7 +47,15 @@ def test_create_drops_none_so_entry_defaults_win() -> None:
 
 
 def test_listing_and_membership() -> None:
-    assert list_blocks() == ["dsac", "haar_downsampling", "haar_upsampling", "invertible_unet"]
+    assert list_blocks() == [
+        "additive_coupling",
+        "dsac",
+        "haar_downsampling",
+        "haar_upsampling",
+        "invertible_unet",
+        "lifting_downsampling",
+        "lifting_upsampling",
+    ]
     assert list_blocks("haar_*") == ["haar_downsampling", "haar_upsampling"]
     assert list_subnets() == ["conv", "resnet_sn"]
     assert is_block("dsac") and not is_block("conv")

@@ -49,7 +49,101 @@ def _zero_log_det(x: Tensor) -> Tensor:
     return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
 
 
-class HaarDownsampling(InvertibleModule):
+class Downsampling(InvertibleModule):
+    """Base of the wavelet downsamplings, ``(C, H, W) -> (4C, H/2, W/2)``, log-det zero.
+
+    A subclass gives the transform (`analysis`) and its inverse (`synthesis`); this class
+    checks the shapes and never modifies its input in place.
+
+    Args:
+        dims_in: ``[(C, H, W)]``; ``H`` and ``W`` are nominal (any even size is accepted).
+        dims_c: Unused; no conditioning.
+    """
+
+    def __init__(self, dims_in: Sequence[tuple[int, ...]], dims_c: Sequence | None = None) -> None:
+        super().__init__(dims_in, dims_c)
+        self.channels = channels_of(dims_in, type(self).__name__)
+
+    def analysis(self, x: Tensor) -> Tensor:
+        """``(B, C, H, W) -> (B, 4C, H/2, W/2)``."""
+        raise NotImplementedError
+
+    def synthesis(self, y: Tensor) -> Tensor:
+        """The inverse of `analysis`."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x_or_z: Sequence[Tensor],
+        c: Sequence[Tensor] | None = None,
+        rev: bool = False,
+        jac: bool = True,
+    ) -> tuple[tuple[Tensor], Tensor]:
+        """Downsample (``rev=False``) or upsample back (``rev=True``)."""
+        name = type(self).__name__
+        x = single_input(x_or_z, name)
+        if rev:
+            check_image_batch(x, channels=4 * self.channels, side_multiple=1, block=name)
+            return (self.synthesis(x),), _zero_log_det(x)
+        check_image_batch(x, channels=self.channels, side_multiple=2, block=name)
+        return (self.analysis(x),), _zero_log_det(x)
+
+    def output_dims(self, input_dims: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """``[(4C, H/2, W/2)]``."""
+        c, h, w = input_dims[0]
+        return [(4 * c, h // 2, w // 2)]
+
+
+class Upsampling(InvertibleModule):
+    """Base of the inverse wavelet transforms, ``(4C, H, W) -> (C, 2H, 2W)``, log-det zero.
+
+    A subclass gives the transform (`synthesis`) and its inverse (`analysis`), in the
+    wavelet-major channel order of its `Downsampling`.
+
+    Args:
+        dims_in: ``[(4C, H, W)]``; the channel count must be divisible by 4.
+        dims_c: Unused; no conditioning.
+    """
+
+    def __init__(self, dims_in: Sequence[tuple[int, ...]], dims_c: Sequence | None = None) -> None:
+        super().__init__(dims_in, dims_c)
+        name = type(self).__name__
+        channels = channels_of(dims_in, name)
+        if channels % 4:
+            raise ValueError(f"{name} expected a channel count divisible by 4, got {channels}")
+        self.channels = channels
+
+    def analysis(self, x: Tensor) -> Tensor:
+        """``(B, C, 2H, 2W) -> (B, 4C, H, W)``: the inverse of `synthesis`."""
+        raise NotImplementedError
+
+    def synthesis(self, y: Tensor) -> Tensor:
+        """``(B, 4C, H, W) -> (B, C, 2H, 2W)``."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        x_or_z: Sequence[Tensor],
+        c: Sequence[Tensor] | None = None,
+        rev: bool = False,
+        jac: bool = True,
+    ) -> tuple[tuple[Tensor], Tensor]:
+        """Upsample (``rev=False``) or downsample back (``rev=True``)."""
+        name = type(self).__name__
+        x = single_input(x_or_z, name)
+        if rev:
+            check_image_batch(x, channels=self.channels // 4, side_multiple=2, block=name)
+            return (self.analysis(x),), _zero_log_det(x)
+        check_image_batch(x, channels=self.channels, side_multiple=1, block=name)
+        return (self.synthesis(x),), _zero_log_det(x)
+
+    def output_dims(self, input_dims: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """``[(C/4, 2H, 2W)]``."""
+        c, h, w = input_dims[0]
+        return [(c // 4, 2 * h, 2 * w)]
+
+
+class HaarDownsampling(Downsampling):
     """Orthonormal Haar wavelet downsampling, ``(C, H, W) -> (4C, H/2, W/2)``.
 
     Each 2x2 patch ``[[a, b], [c, d]]`` becomes four coefficients:
@@ -75,34 +169,16 @@ class HaarDownsampling(InvertibleModule):
         - Output: ``((B, 4C, H/2, W/2),)`` and a log-det of shape ``(B,)``
     """
 
-    def __init__(self, dims_in: Sequence[tuple[int, ...]], dims_c: Sequence | None = None) -> None:
-        super().__init__(dims_in, dims_c)
-        self.channels = channels_of(dims_in, "HaarDownsampling")
+    def analysis(self, x: Tensor) -> Tensor:
+        """`haar_analysis`."""
+        return haar_analysis(x)
 
-    def forward(
-        self,
-        x_or_z: Sequence[Tensor],
-        c: Sequence[Tensor] | None = None,
-        rev: bool = False,
-        jac: bool = True,
-    ) -> tuple[tuple[Tensor], Tensor]:
-        """Downsample (``rev=False``) or upsample back (``rev=True``)."""
-        x = single_input(x_or_z, "HaarDownsampling")
-        if rev:
-            check_image_batch(
-                x, channels=4 * self.channels, side_multiple=1, block="HaarDownsampling"
-            )
-            return (haar_synthesis(x),), _zero_log_det(x)
-        check_image_batch(x, channels=self.channels, side_multiple=2, block="HaarDownsampling")
-        return (haar_analysis(x),), _zero_log_det(x)
-
-    def output_dims(self, input_dims: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
-        """``[(4C, H/2, W/2)]``."""
-        c, h, w = input_dims[0]
-        return [(4 * c, h // 2, w // 2)]
+    def synthesis(self, y: Tensor) -> Tensor:
+        """`haar_synthesis`."""
+        return haar_synthesis(y)
 
 
-class HaarUpsampling(InvertibleModule):
+class HaarUpsampling(Upsampling):
     """Inverse Haar wavelet transform, ``(4C, H, W) -> (C, 2H, 2W)``.
 
     The exact inverse of `HaarDownsampling`, expecting the same wavelet-major
@@ -117,33 +193,10 @@ class HaarUpsampling(InvertibleModule):
         - Output: ``((B, C, 2H, 2W),)`` and a log-det of shape ``(B,)``
     """
 
-    def __init__(self, dims_in: Sequence[tuple[int, ...]], dims_c: Sequence | None = None) -> None:
-        super().__init__(dims_in, dims_c)
-        channels = channels_of(dims_in, "HaarUpsampling")
-        if channels % 4:
-            raise ValueError(
-                f"HaarUpsampling expected a channel count divisible by 4, got {channels}"
-            )
-        self.channels = channels
+    def analysis(self, x: Tensor) -> Tensor:
+        """`haar_analysis`."""
+        return haar_analysis(x)
 
-    def forward(
-        self,
-        x_or_z: Sequence[Tensor],
-        c: Sequence[Tensor] | None = None,
-        rev: bool = False,
-        jac: bool = True,
-    ) -> tuple[tuple[Tensor], Tensor]:
-        """Upsample (``rev=False``) or downsample back (``rev=True``)."""
-        x = single_input(x_or_z, "HaarUpsampling")
-        if rev:
-            check_image_batch(
-                x, channels=self.channels // 4, side_multiple=2, block="HaarUpsampling"
-            )
-            return (haar_analysis(x),), _zero_log_det(x)
-        check_image_batch(x, channels=self.channels, side_multiple=1, block="HaarUpsampling")
-        return (haar_synthesis(x),), _zero_log_det(x)
-
-    def output_dims(self, input_dims: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
-        """``[(C/4, 2H, 2W)]``."""
-        c, h, w = input_dims[0]
-        return [(c // 4, 2 * h, 2 * w)]
+    def synthesis(self, y: Tensor) -> Tensor:
+        """`haar_synthesis`."""
+        return haar_synthesis(y)

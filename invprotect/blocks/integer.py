@@ -24,6 +24,7 @@ from FrEIA.modules import InvertibleModule
 from torch import Tensor
 
 from invprotect.blocks._checks import channels_of, check_image_batch, single_input
+from invprotect.blocks.haar import Downsampling, Upsampling
 from invprotect.blocks.subnets import SubnetConstructor, subnet_constructor
 
 SHIFT_LIMIT = 2.0**15
@@ -87,11 +88,21 @@ def _halving(rounding: bool) -> _Rounding:
     return lambda v: v * 0.5
 
 
-def _zero_log_det(x: Tensor) -> Tensor:
-    return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+class _Lifting:
+    """The lifting transform as a `Downsampling` or `Upsampling` block's transforms."""
+
+    rounding = True
+
+    def analysis(self, x: Tensor) -> Tensor:
+        """`lifting_analysis`."""
+        return lifting_analysis(x, self.rounding)
+
+    def synthesis(self, y: Tensor) -> Tensor:
+        """`lifting_synthesis`."""
+        return lifting_synthesis(y, self.rounding)
 
 
-class LiftingDownsampling(InvertibleModule):
+class LiftingDownsampling(_Lifting, Downsampling):
     """Integer Haar downsampling, ``(C, H, W) -> (4C, H/2, W/2)`` (`lifting_analysis`).
 
     The integer counterpart of `invprotect.blocks.haar.HaarDownsampling`: the same
@@ -110,39 +121,13 @@ class LiftingDownsampling(InvertibleModule):
         >>> (y,), _ = block([torch.tensor([[[[10.0, 7.0], [4.0, 1.0]]]])])
         >>> y.flatten().tolist()
         [5.0, 6.0, 3.0, 0.0]
-        >>> block([y], rev=True)[0][0].flatten().tolist()
+        >>> (back,), _ = block([y], rev=True)
+        >>> back.flatten().tolist()
         [10.0, 7.0, 4.0, 1.0]
     """
 
-    def __init__(self, dims_in: Sequence[tuple[int, ...]], dims_c: Sequence | None = None) -> None:
-        super().__init__(dims_in, dims_c)
-        self.channels = channels_of(dims_in, "LiftingDownsampling")
-        self.rounding = True
 
-    def forward(
-        self,
-        x_or_z: Sequence[Tensor],
-        c: Sequence[Tensor] | None = None,
-        rev: bool = False,
-        jac: bool = True,
-    ) -> tuple[tuple[Tensor], Tensor]:
-        """Downsample (``rev=False``) or upsample back (``rev=True``)."""
-        x = single_input(x_or_z, "LiftingDownsampling")
-        if rev:
-            check_image_batch(
-                x, channels=4 * self.channels, side_multiple=1, block="LiftingDownsampling"
-            )
-            return (lifting_synthesis(x, self.rounding),), _zero_log_det(x)
-        check_image_batch(x, channels=self.channels, side_multiple=2, block="LiftingDownsampling")
-        return (lifting_analysis(x, self.rounding),), _zero_log_det(x)
-
-    def output_dims(self, input_dims: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
-        """``[(4C, H/2, W/2)]``."""
-        c, h, w = input_dims[0]
-        return [(4 * c, h // 2, w // 2)]
-
-
-class LiftingUpsampling(InvertibleModule):
+class LiftingUpsampling(_Lifting, Upsampling):
     """Integer Haar upsampling, ``(4C, H, W) -> (C, 2H, 2W)``: `LiftingDownsampling` reversed.
 
     Args:
@@ -152,38 +137,6 @@ class LiftingUpsampling(InvertibleModule):
     Attributes:
         rounding: ``False`` computes the continuous relaxation (see the module docstring).
     """
-
-    def __init__(self, dims_in: Sequence[tuple[int, ...]], dims_c: Sequence | None = None) -> None:
-        super().__init__(dims_in, dims_c)
-        channels = channels_of(dims_in, "LiftingUpsampling")
-        if channels % 4:
-            raise ValueError(
-                f"LiftingUpsampling expected a channel count divisible by 4, got {channels}"
-            )
-        self.channels = channels
-        self.rounding = True
-
-    def forward(
-        self,
-        x_or_z: Sequence[Tensor],
-        c: Sequence[Tensor] | None = None,
-        rev: bool = False,
-        jac: bool = True,
-    ) -> tuple[tuple[Tensor], Tensor]:
-        """Upsample (``rev=False``) or downsample back (``rev=True``)."""
-        x = single_input(x_or_z, "LiftingUpsampling")
-        if rev:
-            check_image_batch(
-                x, channels=self.channels // 4, side_multiple=2, block="LiftingUpsampling"
-            )
-            return (lifting_analysis(x, self.rounding),), _zero_log_det(x)
-        check_image_batch(x, channels=self.channels, side_multiple=1, block="LiftingUpsampling")
-        return (lifting_synthesis(x, self.rounding),), _zero_log_det(x)
-
-    def output_dims(self, input_dims: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
-        """``[(C/4, 2H, 2W)]``."""
-        c, h, w = input_dims[0]
-        return [(c // 4, 2 * h, 2 * w)]
 
 
 class AdditiveCouplingBlock(InvertibleModule):
@@ -275,7 +228,7 @@ class AdditiveCouplingBlock(InvertibleModule):
         else:
             b = b - self._shift(self.subnet2, a)
             a = a - self._shift(self.subnet1, b)
-        return (torch.cat([a, b], dim=1),), _zero_log_det(x)
+        return (torch.cat([a, b], dim=1),), torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
 
     def output_dims(self, input_dims: Sequence[tuple[int, ...]]) -> list[tuple[int, ...]]:
         """Same as the input: ``[(C, H, W)]``."""
