@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from invprotect.files.images import rgb_digest
 from invprotect.metrics import ssim
-from invprotect.models.exact import OVERFLOW_LIMIT, WINDOW_CODING, ExactCodec, at_bounds
+from invprotect.models.exact import WINDOW_CODING, ExactCodec, at_bounds
 from invprotect.models.protector import Protector
 
 TILE_SIDE = 512
@@ -278,10 +278,10 @@ def _encode_in_context(
     protected = torch.empty_like(image)
     overflows: list[Tensor] = [torch.empty(0)] * len(tiles)  # at the values saved as 0 or 255
     rings: list[Tensor] = [torch.empty(0)] * len(tiles)  # a window's levels outside its tile
-    lossless = codec.twin is not None and codec.twin.lossless
+    lossless = True
     for run in _context_runs(tiles, windows, budget):
-        levels = codec.protected_levels(torch.stack([windows[i].of(image) for i in run]))
-        lossless = lossless and bool(levels.abs().amax() < OVERFLOW_LIMIT)
+        levels, exact = codec.lossless_levels(torch.stack([windows[i].of(image) for i in run]))
+        lossless = lossless and exact
         for index, window_levels in zip(run, levels, strict=True):
             inner = tiles[index].within(windows[index]).of(window_levels)
             saved = inner.clamp(0, 255).to(torch.uint8)

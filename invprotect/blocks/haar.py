@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 import torch
@@ -49,7 +50,7 @@ def _zero_log_det(x: Tensor) -> Tensor:
     return torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
 
 
-class Downsampling(InvertibleModule):
+class Downsampling(InvertibleModule, ABC):
     """Base of the wavelet downsamplings, ``(C, H, W) -> (4C, H/2, W/2)``, log-det zero.
 
     A subclass gives the transform (`analysis`) and its inverse (`synthesis`); this class
@@ -64,13 +65,13 @@ class Downsampling(InvertibleModule):
         super().__init__(dims_in, dims_c)
         self.channels = channels_of(dims_in, type(self).__name__)
 
+    @abstractmethod
     def analysis(self, x: Tensor) -> Tensor:
         """``(B, C, H, W) -> (B, 4C, H/2, W/2)``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def synthesis(self, y: Tensor) -> Tensor:
         """The inverse of `analysis`."""
-        raise NotImplementedError
 
     def forward(
         self,
@@ -94,7 +95,7 @@ class Downsampling(InvertibleModule):
         return [(4 * c, h // 2, w // 2)]
 
 
-class Upsampling(InvertibleModule):
+class Upsampling(InvertibleModule, ABC):
     """Base of the inverse wavelet transforms, ``(4C, H, W) -> (C, 2H, 2W)``, log-det zero.
 
     A subclass gives the transform (`synthesis`) and its inverse (`analysis`), in the
@@ -113,13 +114,13 @@ class Upsampling(InvertibleModule):
             raise ValueError(f"{name} expected a channel count divisible by 4, got {channels}")
         self.channels = channels
 
+    @abstractmethod
     def analysis(self, x: Tensor) -> Tensor:
         """``(B, C, 2H, 2W) -> (B, 4C, H, W)``: the inverse of `synthesis`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def synthesis(self, y: Tensor) -> Tensor:
         """``(B, 4C, H, W) -> (B, C, 2H, 2W)``."""
-        raise NotImplementedError
 
     def forward(
         self,

@@ -109,12 +109,11 @@ class ExactCodec:
             if refine is not None:
                 protected = refine(originals, protected.float()).clamp(0, 255).to(torch.uint8)
             return protected, self.residuals(originals, protected)
-        levels = self.protected_levels(originals)
+        levels, lossless = self.lossless_levels(originals)
         if refine is not None:
             levels = refine(originals, levels)
         protected = levels.clamp(0, 255).to(torch.uint8)
-        unclipped = bool(((levels > -OVERFLOW_LIMIT) & (levels < 255 + OVERFLOW_LIMIT)).all())
-        if self.twin.lossless and refine is None and unclipped:
+        if lossless and refine is None:
             # an integer twin's inverse of its own levels is the originals: no inverse pass,
             # and every residual value is 0 (the bytes `code` would write, without sorting)
             return protected, [
@@ -133,6 +132,22 @@ class ExactCodec:
         """
         _check_uint8(originals, "originals")
         return _levels(self._twin().forward(originals.float() / 255)).cpu()
+
+    def lossless_levels(self, originals: Tensor) -> tuple[Tensor, bool]:
+        """`protected_levels`, and whether the twin's inverse of them is ``originals`` exactly.
+
+        True for an integer network's twin (`FixedPointUNet.lossless`) whose values all
+        stayed exact float32 integers (`FixedPointUNet.forward_checked`) and whose levels
+        were not bounded by `OVERFLOW_LIMIT`: then no inverse pass is needed to code them.
+
+        Raises:
+            ValueError: If the protector has no fixed-point twin.
+        """
+        _check_uint8(originals, "originals")
+        output, exact = self._twin().forward_checked(originals.float() / 255)
+        levels = _levels(output).cpu()
+        inside = (levels > -OVERFLOW_LIMIT) & (levels < 255 + OVERFLOW_LIMIT)
+        return levels, self._twin().lossless and exact and bool(inside.all())
 
     def prediction(self, levels: Tensor) -> Tensor:
         """``255 * inverse(levels / 255)``: what recovery rounds, from protected levels (CPU).

@@ -364,9 +364,23 @@ class FixedPointUNet:
     @torch.no_grad()
     def forward(self, x: Tensor) -> Tensor:
         """The protected images (unclipped) of float32 images ``(B, C, H, W)``."""
+        return self.forward_checked(x)[0]
+
+    @torch.no_grad()
+    def forward_checked(self, x: Tensor) -> tuple[Tensor, bool]:
+        """`forward`, and whether every value stayed an exact float32 integer.
+
+        For an integer network (`lossless`) the second value is whether every tensor
+        between the steps stayed below ``2 ** 24`` in magnitude, where float32 holds every
+        integer: then the inverse of the output is the input exactly. (A trained network
+        stays far below; a pathological one may not.) Always ``True`` for a DSAC network.
+        """
         x = self._enter(x)
+        exact = True
         with exact_backends(self.device):
             for step in self.steps:
+                if self.lossless:
+                    exact = exact and bool(torch.maximum(x.amax(), x.amin().neg()) < 2.0**24)
                 if step == "down":
                     x = haar_analysis(x)
                 elif step == "up":
@@ -389,7 +403,9 @@ class FixedPointUNet:
                     raw, shift = second(a).chunk(2, dim=1)
                     b = b * self._scale(raw, self.scales) + shift
                     x = torch.cat([a, b], dim=1)
-        return self._leave(x)
+        if self.lossless:
+            exact = exact and bool(torch.maximum(x.amax(), x.amin().neg()) < 2.0**24)
+        return self._leave(x), exact
 
     @torch.no_grad()
     def inverse(self, y: Tensor) -> Tensor:

@@ -89,3 +89,25 @@ def test_the_float_network_is_the_twin_up_to_near_ties(
     twin_levels = codec.protected_levels(originals)
     change = (twin_levels - originals.float()).abs().mean()
     assert (float_levels - twin_levels).abs().mean() < 0.3 * change
+
+
+def test_values_past_float32_integers_fall_back_to_the_residual(
+    originals: torch.Tensor,
+) -> None:
+    """A pathological network whose shifts all sit at the limit leaves exact float32 integers:
+    protection notices it and codes a residual against the inverse, still bit for bit."""
+    generator = {"levels": 3, "blocks_per_level": 16, "hidden_channels": 4, "subnet": "conv"}
+    model = RAEG.from_preset("cpu-32-integer", generator=generator | {"coupling": "integer"})
+    with torch.no_grad():
+        for name, weight in model.generator.named_parameters():
+            if name.endswith("layers.4.bias"):  # every subnet's last bias: shifts at the limit
+                weight.fill_(1e6)
+    model.eval()
+    codec = ExactCodec(model)
+    assert codec.twin is not None
+    _, exact = codec.twin.forward_checked(originals[:2].float() / 255)
+    assert not exact
+    levels, lossless = codec.lossless_levels(originals[:2])
+    assert not lossless
+    protected, records = codec.encode(originals[:2])
+    assert torch.equal(codec.restore(protected, records), originals[:2])
