@@ -107,7 +107,7 @@ def test_values_past_float32_integers_fall_back_to_the_residual(
     assert codec.twin is not None
     _, exact = codec.twin.forward_checked(originals[:2].float() / 255)
     assert not exact
-    levels, lossless = codec.lossless_levels(originals[:2])
+    _, lossless = codec.lossless_levels(originals[:2])
     assert not lossless
     protected, records = codec.encode(originals[:2])
     assert torch.equal(codec.restore(protected, records), originals[:2])
