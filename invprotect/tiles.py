@@ -292,7 +292,7 @@ def _encode_in_context(
         return protected, [
             codec.code_window(
                 tile.of(protected),
-                tile.of(protected).float() + _signed(tile.of(protected), overflows[index]),
+                overflows[index],
                 window.of(protected)[:, _ring(tile, window)],
                 rings[index],
             )
@@ -316,13 +316,6 @@ def _encode_in_context(
         for index, record in zip(run, records, strict=True):
             parts[index] = record
     return protected, parts
-
-
-def _signed(saved: Tensor, overflow: Tensor) -> Tensor:
-    """``overflow`` (signed, at the values saved as 0 or 255) spread over the tile, 0 elsewhere."""
-    spread = torch.zeros(saved.shape)
-    spread[at_bounds(saved)] = overflow
-    return spread
 
 
 def _predictions(
@@ -486,7 +479,8 @@ def _decode_in_context(
             if middle.min() < 0 or middle.max() > 255:
                 raise ValueError("tile record is corrupt (it restores values outside 0..255)")
             tiles[index].of(restored).copy_(middle.to(torch.uint8))
-    kept = [i for i in kept if i not in set(whole)]
+    coded_by_window = set(whole)
+    kept = [i for i in kept if i not in coded_by_window]
     for run in _context_runs([tiles[i] for i in kept], [windows[i] for i in kept], budget):
         indices = [kept[i] for i in run]
         saved = torch.stack([tiles[i].of(protected) for i in indices])

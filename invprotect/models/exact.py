@@ -210,7 +210,7 @@ class ExactCodec:
         return torch.stack(restored)
 
     def code_window(
-        self, protected: Tensor, levels: Tensor, ring_saved: Tensor, ring_levels: Tensor
+        self, protected: Tensor, overflow: Tensor, ring_saved: Tensor, ring_levels: Tensor
     ) -> bytes:
         """Coding 2: one tile protected inside its window by an integer network.
 
@@ -222,13 +222,14 @@ class ExactCodec:
 
         Args:
             protected: The tile's saved ``uint8`` pixels ``(3, h, w)``.
-            levels: The tile's levels (the middle of the window's `protected_levels`).
+            overflow: The tile's levels minus its saved pixels where those are 0 or 255
+                (`at_bounds` order).
             ring_saved: The saved pixels of the window outside the tile (any shape).
             ring_levels: The window's levels there, the same shape.
         """
         difference = ring_levels.to(torch.int64) - ring_saved.to(torch.int64)
-        overflow = _overflow(protected, levels).numpy()
-        return _pack(overflow, difference.flatten().numpy(), WINDOW_CODING)
+        over = overflow.abs().to(torch.int64).numpy()
+        return _pack(over, difference.flatten().numpy(), WINDOW_CODING)
 
     def unpack_window(self, protected: Tensor, blob: bytes, ring: int) -> tuple[Tensor, Tensor]:
         """The tile's levels and the ``ring`` window differences of a `code_window` part.
